@@ -1,0 +1,3 @@
+from aiorch.cli import main
+
+main()

@@ -1,0 +1,161 @@
+"""Circuit breakers, the retry budget, and one backend call with retries.
+
+A breaker per backend skips a dead backend at once (open), lets one probe through after a pause
+(half-open) and closes on success. The retry budget caps retries at a share of first attempts
+over a sliding window, so that during an outage retries cannot multiply the load. Retries use
+tenacity with jittered exponential backoff that honours the upstream's Retry-After.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from aiorch.config import BreakerSettings, RetrySettings
+from aiorch.errors import BackendError, is_retryable
+
+T = TypeVar("T")
+
+
+class BreakerState(enum.StrEnum):
+    CLOSED = "closed"
+    HALF_OPEN = "half_open"
+    OPEN = "open"
+
+
+class CircuitBreaker:
+    def __init__(
+        self,
+        settings: BreakerSettings,
+        on_change: Callable[[BreakerState], None] = lambda state: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self._on_change = on_change
+        self._clock = clock
+        self._failures = 0
+        self._opened_at = 0.0
+        self._state = BreakerState.CLOSED
+        self._probing = False
+
+    @property
+    def state(self) -> BreakerState:
+        if self._state is BreakerState.OPEN and self._clock() - self._opened_at >= (
+            self.settings.reset_seconds
+        ):
+            self._set(BreakerState.HALF_OPEN)
+        return self._state
+
+    def allow(self) -> bool:
+        """Whether a call may go to the backend now; in half-open, only one probe at a time."""
+        state = self.state
+        if state is BreakerState.CLOSED:
+            return True
+        if state is BreakerState.HALF_OPEN and not self._probing:
+            self._probing = True
+            return True
+        return False
+
+    def record_success(self) -> None:
+        self._failures = 0
+        self._probing = False
+        if self._state is not BreakerState.CLOSED:
+            self._set(BreakerState.CLOSED)
+
+    def record_failure(self) -> None:
+        self._failures += 1
+        self._probing = False
+        if self._state is BreakerState.HALF_OPEN or (
+            self._failures >= self.settings.failure_threshold
+        ):
+            self._opened_at = self._clock()
+            self._set(BreakerState.OPEN)
+
+    def _set(self, state: BreakerState) -> None:
+        if state is not self._state:
+            self._state = state
+            self._on_change(state)
+
+
+class RetryBudget:
+    """Allows `ratio` retries per first attempt over the last `window` seconds."""
+
+    def __init__(self, ratio: float, window: float, clock: Callable[[], float] = time.monotonic):
+        self.ratio = ratio
+        self.window = window
+        self._clock = clock
+        self._attempts: deque[float] = deque()
+        self._retries: deque[float] = deque()
+
+    def record_attempt(self) -> None:
+        self._attempts.append(self._clock())
+
+    def try_spend(self) -> bool:
+        now = self._clock()
+        for times in (self._attempts, self._retries):
+            while times and now - times[0] > self.window:
+                times.popleft()
+        # At least one retry is always allowed so that a quiet service can still retry.
+        if len(self._retries) + 1 > max(1.0, self.ratio * len(self._attempts)):
+            return False
+        self._retries.append(now)
+        return True
+
+
+class _RetryAfterWait:
+    """Jittered exponential backoff, or the upstream's Retry-After when it sent one."""
+
+    def __init__(self, settings: RetrySettings) -> None:
+        self._backoff = wait_random_exponential(
+            multiplier=settings.backoff_base, max=settings.backoff_max
+        )
+
+    def __call__(self, state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, BackendError) and error.retry_after is not None:
+            return error.retry_after
+        return float(self._backoff(state))
+
+
+async def call_with_retries(
+    call: Callable[[], Awaitable[T]],
+    settings: RetrySettings,
+    budget: RetryBudget,
+    on_retry: Callable[[BackendError], None],
+    on_budget_exhausted: Callable[[], None],
+) -> T:
+    """Run `call`, retrying retryable errors while attempts, Retry-After and the budget allow."""
+
+    def should_retry(state: RetryCallState) -> bool:
+        # tenacity asks before it checks the stop condition: never spend on a last attempt.
+        error = state.outcome.exception() if state.outcome else None
+        if state.attempt_number >= settings.attempts:
+            return False
+        if not isinstance(error, BackendError) or not is_retryable(error):
+            return False
+        if error.retry_after is not None and error.retry_after > settings.max_retry_after:
+            return False  # waiting that long is worse than falling back
+        if not budget.try_spend():
+            on_budget_exhausted()
+            return False
+        on_retry(error)
+        return True
+
+    budget.record_attempt()
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(settings.attempts),
+        wait=_RetryAfterWait(settings),
+        retry=should_retry,
+        reraise=True,
+    )
+    return await retrying(call)
