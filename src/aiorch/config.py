@@ -54,7 +54,10 @@ class BackendSettings(_Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     price_output_per_mtok: float = 0.0  # USD per million completion tokens
 
     def __repr__(self) -> str:  # never show the key
-        return f"BackendSettings(service={self.service.value}, kind={self.kind.value}, model={self.model_id})"
+        return (
+            f"BackendSettings(service={self.service.value}, kind={self.kind.value}, "
+            f"model={self.model_id})"
+        )
 
     @property
     def kind(self) -> BackendKind:
@@ -282,6 +285,8 @@ def _check(settings: Settings) -> None:
     for flow, spec in settings.flows.items():
         bad = [s for s in spec.stages if s not in stages]
         if bad or not spec.stages:
-            problems.append(f"flows.{flow}.stages: unknown or empty stages {bad}; use {sorted(stages)}")
+            problems.append(
+                f"flows.{flow}.stages: unknown or empty stages {bad}; use {sorted(stages)}"
+            )
     if problems:
         raise ConfigError("invalid configuration: " + "; ".join(problems))

@@ -209,8 +209,12 @@ class AllBackendsFailed(AiorchError):
                 "message": self.message,
                 "code": None,
                 "attempts": [
-                    {"service": a.service.value, "model": a.model, "error_type": a.error_type,
-                     "message": a.message}
+                    {
+                        "service": a.service.value,
+                        "model": a.model,
+                        "error_type": a.error_type,
+                        "message": a.message,
+                    }
                     for a in self.attempts
                 ],
             }

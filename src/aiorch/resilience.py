@@ -152,10 +152,28 @@ async def call_with_retries(
         return True
 
     budget.record_attempt()
+    try:  # the first attempt goes straight out: tenacity's machinery only on failure
+        return await call()
+    except BackendError as error:
+        if settings.attempts <= 1 or not is_retryable(error):
+            raise
+        first_error = error
+
+    replayed = False
+
+    async def attempt() -> T:
+        # Tenacity's first attempt is the failure that already happened, so that its
+        # predicate, wait and stop see the whole history without a second upstream call.
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            raise first_error
+        return await call()
+
     retrying = AsyncRetrying(
         stop=stop_after_attempt(settings.attempts),
         wait=_RetryAfterWait(settings),
         retry=should_retry,
         reraise=True,
     )
-    return await retrying(call)
+    return await retrying(attempt)

@@ -166,3 +166,15 @@ class QueryResult(msgspec.Struct, frozen=True):
     offline: bool = False
     attempts: tuple[Attempt, ...] = ()
     answers: dict[str, str] | None = None  # per service, for multi-service answers
+
+
+class StreamStart(msgspec.Struct, frozen=True):
+    """The first event of a streamed answer: who answers, before any text arrives."""
+
+    query_type: QueryType
+    selected_service: SelectedService
+    model: str
+    request_id: str
+    cached: bool = False
+    fallback: Fallback | None = None
+    offline: bool = False

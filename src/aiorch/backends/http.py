@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
-from email.utils import parsedate_to_datetime
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 
 import aiohttp
 import msgspec
@@ -53,7 +53,9 @@ class HttpTransport:
                 connector=connector,
                 headers=self._headers,
                 # The total deadline is enforced around each call (it must cover streams too).
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.settings.connect_timeout),
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=self.settings.connect_timeout
+                ),
                 json_serialize=lambda obj: msgspec.json.encode(obj).decode(),
                 skip_auto_headers=("User-Agent",),
             )
@@ -69,14 +71,16 @@ class HttpTransport:
         """POST JSON; yields a 2xx response, raises the mapped error otherwise."""
         url = f"{self.settings.url}{path}"
         service, model = self.settings.service.value, self.settings.model_id
-        async with translate_errors(service, model):
-            async with self.session.post(
+        async with (
+            translate_errors(service, model),
+            self.session.post(
                 url, data=msgspec.json.encode(body), headers={"Content-Type": "application/json"}
-            ) as response:
-                if response.status >= 400:
-                    raw = await response.content.read(MAX_ERROR_BODY)
-                    raise error_from_response(response.status, raw, response.headers, service, model)
-                yield response
+            ) as response,
+        ):
+            if response.status >= 400:
+                raw = await response.content.read(MAX_ERROR_BODY)
+                raise error_from_response(response.status, raw, response.headers, service, model)
+            yield response
 
 
 @contextlib.asynccontextmanager
@@ -93,17 +97,20 @@ async def translate_errors(service: str, model: str) -> AsyncIterator[None]:
     except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ConnectionError) as error:
         raise BackendConnectionError(
             f"{service} ({model}) connection failed: {type(error).__name__}{_detail(error)}",
-            service=service, model=model,
+            service=service,
+            model=model,
         ) from error
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as error:
         raise BackendProtocolError(
             f"{service} ({model}) sent a malformed response: {_clip(str(error))}",
-            service=service, model=model,
+            service=service,
+            model=model,
         ) from error
     except aiohttp.ClientError as error:
         raise BackendConnectionError(
             f"{service} ({model}) request failed: {type(error).__name__}{_detail(error)}",
-            service=service, model=model,
+            service=service,
+            model=model,
         ) from error
 
 

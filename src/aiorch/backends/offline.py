@@ -48,8 +48,12 @@ class OfflineBackend:
     async def probe(self) -> Readiness:
         s = self.settings
         return Readiness(
-            service=s.service.value, kind=s.kind.value, model=s.model_id, url=None,
-            ready=True, detail="offline: answers are placeholders, no model is configured",
+            service=s.service.value,
+            kind=s.kind.value,
+            model=s.model_id,
+            url=None,
+            ready=True,
+            detail="offline: answers are placeholders, no model is configured",
         )
 
     async def close(self) -> None:

@@ -44,7 +44,9 @@ class _Chunk(msgspec.Struct):
             total=(self.total_duration or 0) * NS,
             first_token=first_token,
             load=None if self.load_duration is None else self.load_duration * NS,
-            prompt_eval=None if self.prompt_eval_duration is None else self.prompt_eval_duration * NS,
+            prompt_eval=None
+            if self.prompt_eval_duration is None
+            else self.prompt_eval_duration * NS,
             eval=None if self.eval_duration is None else self.eval_duration * NS,
         )
 
@@ -80,7 +82,9 @@ class OllamaBackend:
             "think": think,
             "options": {
                 "num_predict": request.max_tokens or s.max_tokens,
-                "temperature": s.temperature if request.temperature is None else request.temperature,
+                "temperature": s.temperature
+                if request.temperature is None
+                else request.temperature,
             },
         }
 
@@ -89,7 +93,9 @@ class OllamaBackend:
             s = self.settings
             raise BackendStatusError(
                 f"{s.service.value} ({s.model_id}) reported an error: {chunk.error[:300]}",
-                upstream_status=500, service=s.service.value, model=s.model_id,
+                upstream_status=500,
+                service=s.service.value,
+                model=s.model_id,
             )
 
     async def complete(self, request: CompletionRequest) -> Completion:
@@ -133,7 +139,8 @@ class OllamaBackend:
         if done is None:
             raise BackendProtocolError(
                 f"{s.service.value} ({s.model_id}) stream ended before done",
-                service=s.service.value, model=s.model_id,
+                service=s.service.value,
+                model=s.model_id,
             )
         yield StreamChunk(
             finish_reason=done.done_reason or "stop", usage=done.usage(), model=s.model_id
@@ -159,8 +166,13 @@ class OllamaBackend:
         except BackendError as error:
             detail = error.message
         return Readiness(
-            service=s.service.value, kind=s.kind.value, model=s.model_id, url=s.url,
-            ready=ready, detail=detail, model_loaded=loaded,
+            service=s.service.value,
+            kind=s.kind.value,
+            model=s.model_id,
+            url=s.url,
+            ready=ready,
+            detail=detail,
+            model_loaded=loaded,
         )
 
     async def close(self) -> None:

@@ -1,4 +1,4 @@
-"""OpenAI-compatible chat completions: Moonshot (Kimi), DashScope compatible mode, vLLM, Ollama's /v1.
+"""OpenAI-compatible chat completions: Moonshot, DashScope compatible mode, vLLM, Ollama's /v1.
 
 Moonshot's dialect: the thinking text arrives in `reasoning_content` (message and stream deltas),
 and in streams the usage comes in the last chunk's `choices[0].usage`, not in a top-level `usage`.
@@ -132,7 +132,9 @@ class OpenAIBackend:
             raise BackendProtocolError(
                 f"{service} ({model}) stream ended before [DONE]", service=service, model=model
             )
-        yield StreamChunk(finish_reason=finish_reason or "stop", usage=usage or Usage(), model=model)
+        yield StreamChunk(
+            finish_reason=finish_reason or "stop", usage=usage or Usage(), model=model
+        )
 
     async def probe(self) -> Readiness:
         s = self.settings
@@ -145,10 +147,13 @@ class OpenAIBackend:
         except BackendError as error:
             detail = error.message
         return Readiness(
-            service=s.service.value, kind=s.kind.value, model=s.model_id, url=s.url,
-            ready=ready, detail=detail,
+            service=s.service.value,
+            kind=s.kind.value,
+            model=s.model_id,
+            url=s.url,
+            ready=ready,
+            detail=detail,
         )
 
     async def close(self) -> None:
         await self._http.close()
-

@@ -28,11 +28,37 @@ from aiorch.types import Mode, Service, Status, TokenType, Usage
 
 # About 5 ms to 300 s, with the SLO thresholds (15 s for Qwen, 60 s for Kimi) as exact boundaries.
 LATENCY_BUCKETS: tuple[float, ...] = (
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    15.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
 )
 # The orchestrator's own share of a request: tens of microseconds to a second.
 OVERHEAD_BUCKETS: tuple[float, ...] = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    1.0,
 )
 
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
@@ -45,17 +71,23 @@ class ServiceMetrics:
         name = service.value
         label = "Kimi-K2-Thinking" if service is Service.KIMI else "Qwen Coder"
         self.queries = Counter(
-            f"{name}_queries_total", f"{label} calls by mode and outcome.",
-            ["mode", "status"], registry=registry,
+            f"{name}_queries_total",
+            f"{label} calls by mode and outcome.",
+            ["mode", "status"],
+            registry=registry,
         )
         self.duration = Histogram(
-            f"{name}_response_duration_seconds", f"{label} call latency, request to last token.",
-            ["mode"], buckets=LATENCY_BUCKETS, registry=registry,
+            f"{name}_response_duration_seconds",
+            f"{label} call latency, request to last token.",
+            ["mode"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
         )
         self.tokens = Counter(
             f"{name}_tokens_used_total",
             f"{label} tokens by mode and type (reasoning is a part of completion).",
-            ["mode", "token_type"], registry=registry,
+            ["mode", "token_type"],
+            registry=registry,
         )
 
 
@@ -71,8 +103,10 @@ class Metrics:
 
         # The guide's orchestrator families.
         self.orchestrator_queries = Counter(
-            "orchestrator_queries_total", "Queries answered, by query type and serving service.",
-            ["query_type", "selected_service"], registry=r,
+            "orchestrator_queries_total",
+            "Queries answered, by query type and serving service.",
+            ["query_type", "selected_service"],
+            registry=r,
         )
         self.cache_hits = Counter(
             "orchestrator_cache_hits_total", "Queries answered from the cache.", registry=r
@@ -81,8 +115,10 @@ class Metrics:
             "orchestrator_cache_misses_total", "Cache lookups that found nothing.", registry=r
         )
         self.fallbacks = Counter(
-            "orchestrator_fallback_total", "Moves from a failing service to the next one.",
-            ["from_service", "to_service", "reason"], registry=r,
+            "orchestrator_fallback_total",
+            "Moves from a failing service to the next one.",
+            ["from_service", "to_service", "reason"],
+            registry=r,
         )
 
         # The guide's per-model family for Kimi, and ours for Qwen.
@@ -90,81 +126,116 @@ class Metrics:
 
         # The guide's agent-level families.
         self.ai_queries = Counter(
-            "ai_queries_total", "Queries by agent, outcome and answering model.",
-            ["agent_type", "status", "model"], registry=r,
+            "ai_queries_total",
+            "Queries by agent, outcome and answering model.",
+            ["agent_type", "status", "model"],
+            registry=r,
         )
         self.ai_duration = Histogram(
-            "ai_response_duration_seconds", "End-to-end answer latency by agent and model.",
-            ["agent_type", "model"], buckets=LATENCY_BUCKETS, registry=r,
+            "ai_response_duration_seconds",
+            "End-to-end answer latency by agent and model.",
+            ["agent_type", "model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.ai_errors = Counter(
-            "ai_errors_total", "Failed backend calls by service, model and error type.",
-            ["service", "model", "error_type"], registry=r,
+            "ai_errors_total",
+            "Failed backend calls by service, model and error type.",
+            ["service", "model", "error_type"],
+            registry=r,
         )
 
         # Ours.
         self.time_to_first_token = Histogram(
-            "ai_time_to_first_token_seconds", "Time from request to the first streamed token.",
-            ["service", "model"], buckets=LATENCY_BUCKETS, registry=r,
+            "ai_time_to_first_token_seconds",
+            "Time from request to the first streamed token.",
+            ["service", "model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.cost = Counter(
-            "ai_cost_usd_total", "Spend in US dollars: tokens times the configured prices.",
-            ["service", "model"], registry=r,
+            "ai_cost_usd_total",
+            "Spend in US dollars: tokens times the configured prices.",
+            ["service", "model"],
+            registry=r,
         )
         self.request_duration = Histogram(
             "orchestrator_request_duration_seconds",
             "End-to-end orchestrator latency per query, cache hits included.",
-            ["query_type", "selected_service", "cached"], buckets=LATENCY_BUCKETS, registry=r,
+            ["query_type", "selected_service", "cached"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.overhead = Histogram(
             "orchestrator_overhead_seconds",
             "The orchestrator's own time per query: total minus time waiting on backends.",
-            buckets=OVERHEAD_BUCKETS, registry=r,
+            buckets=OVERHEAD_BUCKETS,
+            registry=r,
         )
         self.in_flight = Gauge(
-            "orchestrator_in_flight_requests", "Queries being answered right now.",
-            registry=r, multiprocess_mode="livesum",
+            "orchestrator_in_flight_requests",
+            "Queries being answered right now.",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.coalesced = Counter(
             "orchestrator_coalesced_total",
-            "Queries that shared an identical in-flight query's upstream call.", registry=r,
+            "Queries that shared an identical in-flight query's upstream call.",
+            registry=r,
         )
         self.retries = Counter(
-            "orchestrator_retries_total", "Backend calls repeated after a retryable error.",
-            ["service", "reason"], registry=r,
+            "orchestrator_retries_total",
+            "Backend calls repeated after a retryable error.",
+            ["service", "reason"],
+            registry=r,
         )
         self.retry_budget_exhausted = Counter(
             "orchestrator_retry_budget_exhausted_total",
-            "Retries not made because the retry budget was spent.", ["service"], registry=r,
+            "Retries not made because the retry budget was spent.",
+            ["service"],
+            registry=r,
         )
         self.breaker_state = Gauge(
             "orchestrator_circuit_breaker_state",
             "Circuit breaker per service: 0 closed, 1 half-open, 2 open.",
-            ["service"], registry=r, multiprocess_mode="max",
+            ["service"],
+            registry=r,
+            multiprocess_mode="max",
         )
         self.cache_errors = Counter(
             "orchestrator_cache_errors_total",
             "Cache operations that failed or timed out (the query went on without the cache).",
-            ["operation"], registry=r,
+            ["operation"],
+            registry=r,
         )
         self.rate_limited = Counter(
             "aiorch_rate_limited_total", "Requests refused by the per-key rate limit.", registry=r
         )
         self.http_requests = Counter(
-            "aiorch_http_requests_total", "HTTP requests by route template, method and status.",
-            ["route", "method", "status"], registry=r,
+            "aiorch_http_requests_total",
+            "HTTP requests by route template, method and status.",
+            ["route", "method", "status"],
+            registry=r,
         )
         self.http_duration = Histogram(
-            "aiorch_http_request_duration_seconds", "HTTP request latency by route template.",
-            ["route"], buckets=LATENCY_BUCKETS, registry=r,
+            "aiorch_http_request_duration_seconds",
+            "HTTP request latency by route template.",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.flow_runs = Counter(
-            "ai_flow_runs_total", "Agent flow runs by flow and outcome.",
-            ["flow", "status"], registry=r,
+            "ai_flow_runs_total",
+            "Agent flow runs by flow and outcome.",
+            ["flow", "status"],
+            registry=r,
         )
         self.flow_stage_duration = Histogram(
-            "ai_flow_stage_duration_seconds", "Agent flow stage latency.",
-            ["flow", "stage"], buckets=LATENCY_BUCKETS, registry=r,
+            "ai_flow_stage_duration_seconds",
+            "Agent flow stage latency.",
+            ["flow", "stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
 
     # One-line recorders for the call sites.

@@ -1,0 +1,309 @@
+"""Calling backends: the deadline, retries, breaker and metrics of one call, and fallback chains.
+
+Every backend call the orchestrator makes goes through `Dispatcher`, so that each is measured,
+bounded and recorded the same way whether it answers a query, a stream or one half of a
+multi-service query. A failed chain reports every attempt's error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import msgspec
+
+from aiorch.backends import Backend
+from aiorch.config import Settings
+from aiorch.errors import (
+    AllBackendsFailed,
+    BackendError,
+    BackendTimeout,
+    CircuitOpen,
+    StreamInterrupted,
+)
+from aiorch.monitoring.prometheus_metrics import Metrics
+from aiorch.resilience import BreakerState, CircuitBreaker, RetryBudget, call_with_retries
+from aiorch.routing import Route
+from aiorch.types import (
+    Attempt,
+    Completion,
+    CompletionRequest,
+    Fallback,
+    Mode,
+    Service,
+    StreamChunk,
+    Usage,
+)
+
+# Attempt errors that mean "try later" rather than "broken": all of them gives 503.
+UNAVAILABLE = frozenset({"circuit_open", "overloaded", "rate_limited", "quota_exceeded"})
+
+
+class Answer(msgspec.Struct, frozen=True):
+    completion: Completion
+    service: Service
+    fallback: Fallback | None
+    attempts: tuple[Attempt, ...]
+    backend_seconds: float
+    answers: dict[str, str] | None = None  # per service, for multi-service answers
+
+
+class Dispatcher:
+    def __init__(
+        self, settings: Settings, backends: Mapping[Service, Backend], metrics: Metrics
+    ) -> None:
+        self.settings = settings
+        self.backends = backends
+        self.metrics = metrics
+        self.breakers = {
+            s: CircuitBreaker(settings.breaker, on_change=self._breaker_reporter(s))
+            for s in Service
+        }
+        self.budgets = {
+            s: RetryBudget(settings.retry.budget_ratio, settings.retry.budget_window)
+            for s in Service
+        }
+        for service in Service:
+            metrics.set_breaker_state(service, BreakerState.CLOSED.value)
+
+    def _breaker_reporter(self, service: Service) -> Any:
+        return lambda state: self.metrics.set_breaker_state(service, state.value)
+
+    def mode(self, service: Service, request: CompletionRequest) -> Mode:
+        thinking = request.thinking
+        if thinking is None:
+            thinking = self.settings.backend(service).thinking
+        return Mode.THINKING if thinking else Mode.INSTANT
+
+    async def call(self, service: Service, request: CompletionRequest) -> Completion:
+        """One backend, with its deadline, retries and breaker; raises a `BackendError`."""
+        backend = self.backends[service]
+        settings = backend.settings
+        breaker = self.breakers[service]
+        if not breaker.allow():
+            raise CircuitOpen(
+                f"{service.value} is failing; its circuit breaker is open",
+                service=service.value,
+                model=settings.model_id,
+            )
+        mode = self.mode(service, request)
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(settings.timeout):
+                completion = await call_with_retries(
+                    lambda: backend.complete(request),
+                    self.settings.retry,
+                    self.budgets[service],
+                    on_retry=lambda e: self.metrics.retries.labels(
+                        service.value, e.error_type
+                    ).inc(),
+                    on_budget_exhausted=self.metrics.retry_budget_exhausted.labels(
+                        service.value
+                    ).inc,
+                )
+        except TimeoutError:
+            error: BackendError = BackendTimeout(
+                f"{service.value} ({settings.model_id}) did not answer within its "
+                f"{settings.timeout:g} s deadline",
+                service=service.value,
+                model=settings.model_id,
+            )
+            self._failed(service, mode, started, error)
+            raise error from None
+        except BackendError as error:
+            self._failed(service, mode, started, error)
+            raise
+        breaker.record_success()
+        self._succeeded(service, mode, time.perf_counter() - started, completion.usage, None)
+        return completion
+
+    def _failed(self, service: Service, mode: Mode, started: float, error: BackendError) -> None:
+        self.breakers[service].record_failure()
+        self.metrics.record_backend_error(
+            service,
+            self.backends[service].settings.model_id,
+            mode,
+            time.perf_counter() - started,
+            error.error_type,
+        )
+
+    def _succeeded(
+        self,
+        service: Service,
+        mode: Mode,
+        seconds: float,
+        usage: Usage | None,
+        first_token: float | None,
+    ) -> None:
+        settings = self.backends[service].settings
+        cost = settings.cost_usd(usage.prompt_tokens, usage.completion_tokens) if usage else 0.0
+        self.metrics.record_backend_call(
+            service, settings.model_id, mode, seconds, usage, cost, first_token
+        )
+
+    async def chain(self, route: Route, request: CompletionRequest) -> Answer:
+        """Each service of the route in turn until one answers."""
+        attempts: list[Attempt] = []
+        fallback: Fallback | None = None
+        started = time.perf_counter()
+        for index, service in enumerate(route.services):
+            call_started = time.perf_counter()
+            try:
+                completion = await self.call(service, request)
+            except BackendError as error:
+                attempts.append(self._attempt(service, error, call_started))
+                fallback = fallback or self._fall_back(route, index, error)
+                continue
+            attempts.append(self._attempt(service, None, call_started))
+            if fallback is not None:
+                fallback = Fallback(fallback.from_service, service, fallback.reason)
+            return Answer(
+                completion, service, fallback, tuple(attempts), time.perf_counter() - started
+            )
+        raise all_failed(attempts)
+
+    def _fall_back(self, route: Route, index: int, error: BackendError) -> Fallback | None:
+        """Count the move to the next service, if there is one."""
+        if index + 1 >= len(route.services):
+            return None
+        source, target = route.services[index], route.services[index + 1]
+        self.metrics.fallbacks.labels(source.value, target.value, error.error_type).inc()
+        return Fallback(source, target, error.error_type)
+
+    def _attempt(self, service: Service, error: BackendError | None, started: float) -> Attempt:
+        return Attempt(
+            service=service,
+            model=self.backends[service].settings.model_id,
+            error_type=error.error_type if error else None,
+            message=error.message if error else None,
+            latency_ms=(time.perf_counter() - started) * 1000,
+        )
+
+    async def stream(
+        self, route: Route, request: CompletionRequest
+    ) -> AsyncIterator[tuple[Service, Fallback | None] | StreamChunk]:
+        """Fall back while nothing has been sent; once a chunk is out, a failure is final.
+
+        Yields `(service, fallback)` once the first chunk has arrived, then the chunks.
+        """
+        attempts: list[Attempt] = []
+        fallback: Fallback | None = None
+        for index, service in enumerate(route.services):
+            call_started = time.perf_counter()
+            try:
+                chunks, first = await self._open(service, request)
+            except BackendError as error:
+                attempts.append(self._attempt(service, error, call_started))
+                fallback = fallback or self._fall_back(route, index, error)
+                continue
+            if fallback is not None:
+                fallback = Fallback(fallback.from_service, service, fallback.reason)
+            yield service, fallback
+            async for item in self._relay(service, request, chunks, first, call_started):
+                yield item
+            return
+        raise all_failed(attempts)
+
+    async def _open(
+        self, service: Service, request: CompletionRequest
+    ) -> tuple[AsyncIterator[StreamChunk], StreamChunk]:
+        """Start a stream and wait for its first chunk, within the first-token deadline."""
+        backend = self.backends[service]
+        settings = backend.settings
+        if not self.breakers[service].allow():
+            raise CircuitOpen(
+                f"{service.value} is failing; its circuit breaker is open",
+                service=service.value,
+                model=settings.model_id,
+            )
+        limit = settings.first_token_timeout or settings.timeout
+        started = time.perf_counter()
+
+        async def first_chunk() -> tuple[AsyncIterator[StreamChunk], StreamChunk]:
+            chunks = aiter(backend.stream(request))
+            try:
+                return chunks, await anext(chunks)
+            except BaseException:
+                await chunks.aclose()  # type: ignore[attr-defined]
+                raise
+
+        try:
+            async with asyncio.timeout(limit):
+                return await call_with_retries(
+                    first_chunk,
+                    self.settings.retry,
+                    self.budgets[service],
+                    on_retry=lambda e: self.metrics.retries.labels(
+                        service.value, e.error_type
+                    ).inc(),
+                    on_budget_exhausted=self.metrics.retry_budget_exhausted.labels(
+                        service.value
+                    ).inc,
+                )
+        except (TimeoutError, StopAsyncIteration) as cause:
+            error: BackendError = (
+                BackendTimeout(
+                    f"{service.value} ({settings.model_id}) sent no token within {limit:g} s",
+                    service=service.value,
+                    model=settings.model_id,
+                )
+                if isinstance(cause, TimeoutError)
+                else StreamInterrupted(
+                    f"{service.value} ({settings.model_id}) closed the stream without an answer",
+                    service=service.value,
+                    model=settings.model_id,
+                )
+            )
+            self._failed(service, self.mode(service, request), started, error)
+            raise error from None
+        except BackendError as error:
+            self._failed(service, self.mode(service, request), started, error)
+            raise
+
+    async def _relay(
+        self,
+        service: Service,
+        request: CompletionRequest,
+        chunks: AsyncIterator[StreamChunk],
+        first: StreamChunk,
+        started: float,
+    ) -> AsyncIterator[StreamChunk]:
+        settings = self.backends[service].settings
+        mode = self.mode(service, request)
+        first_token = time.perf_counter() - started
+        deadline = asyncio.get_running_loop().time() + settings.timeout
+        usage: Usage | None = first.usage
+        yield first
+        try:
+            while True:
+                # The deadline applies to each wait, never to the consumer's own work.
+                async with asyncio.timeout_at(deadline):
+                    try:
+                        chunk = await anext(chunks)
+                    except StopAsyncIteration:
+                        break
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                yield chunk
+        except (BackendError, TimeoutError) as cause:
+            error = StreamInterrupted(
+                f"{service.value} ({settings.model_id}) failed mid-stream: "
+                + (cause.message if isinstance(cause, BackendError) else "deadline exceeded"),
+                service=service.value,
+                model=settings.model_id,
+            )
+            self._failed(service, mode, started, error)
+            raise error from None
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]
+        self.breakers[service].record_success()
+        self._succeeded(service, mode, time.perf_counter() - started, usage, first_token)
+
+
+def all_failed(attempts: list[Attempt]) -> AllBackendsFailed:
+    kinds = {a.error_type for a in attempts}
+    status = 504 if kinds == {"timeout"} else 503 if kinds <= UNAVAILABLE else 502
+    detail = "; ".join(f"{a.service.value}: {a.message}" for a in attempts)
+    return AllBackendsFailed(f"every backend failed: {detail}", attempts, status)

@@ -1,0 +1,119 @@
+"""The app factory: configuration in, a Starlette app out.
+
+Routes are thin: they parse, call the orchestrator and serialise; the core does the work."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from aiorch.config import Settings
+from aiorch.errors import AiorchError, NotFound, RequestError
+from aiorch.monitoring.prometheus_metrics import Metrics
+from aiorch.orchestrator import AIOrchestrator
+from aiorch.server import api, openai_api, ops
+from aiorch.server.middleware import GatewayMiddleware
+from aiorch.server.responses import JSON, error_response
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    orchestrator: AIOrchestrator | None = None,
+    metrics: Metrics | None = None,
+) -> Starlette:
+    orchestrator = orchestrator or AIOrchestrator(settings, metrics=metrics)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await orchestrator.close()
+
+    routes = [
+        Route("/api/ai/query", api.query, methods=["POST"]),
+        Route("/v1/chat/completions", openai_api.chat_completions, methods=["POST"]),
+        Route("/v1/models", openai_api.models, methods=["GET"]),
+        Route("/metrics", ops.metrics, methods=["GET"]),
+        Route("/healthz", ops.healthz, methods=["GET"]),
+        Route("/readyz", ops.readyz, methods=["GET"]),
+        Route("/openapi.json", ops.openapi_json, methods=["GET"]),
+        *_flow_routes(),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(GatewayMiddleware, settings=settings.server, metrics=orchestrator.metrics)
+        ],
+        exception_handlers={
+            AiorchError: _aiorch_error,
+            HTTPException: _http_error,
+            Exception: _unexpected,
+        },
+        lifespan=lifespan,
+    )
+    app.state.orchestrator = orchestrator
+    app.state.settings = settings
+    return app
+
+
+def _flow_routes() -> list[Route]:
+    try:
+        from aiorch.server import flows
+    except ImportError:  # the agents package is optional while it is being built
+        return []
+    return list(flows.routes)
+
+
+async def _aiorch_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, AiorchError)
+    if not isinstance(error, RequestError):
+        log.warning("request %s failed: %s", request.scope.get("aiorch.request_id"), error)
+    return error_response(error)
+
+
+async def _http_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, HTTPException)
+    if error.status_code == 404:
+        return error_response(NotFound(f"no such endpoint: {request.method} {request.url.path}"))
+    if error.status_code == 405:
+        return JSON(
+            {
+                "error": {
+                    "type": "method_not_allowed",
+                    "code": None,
+                    "param": None,
+                    "message": f"{request.method} is not allowed on {request.url.path}",
+                }
+            },
+            status_code=405,
+            headers=error.headers,
+        )
+    return JSON(
+        {"error": {"type": "invalid_request", "message": str(error.detail), "code": None}},
+        status_code=error.status_code,
+    )
+
+
+async def _unexpected(request: Request, error: Exception) -> Response:
+    request_id = request.scope.get("aiorch.request_id")
+    log.exception("unexpected error in request %s", request_id)
+    return JSON(
+        {
+            "error": {
+                "type": "internal",
+                "code": None,
+                "message": f"internal error; quote request id {request_id} when reporting it",
+            }
+        },
+        status_code=500,
+    )

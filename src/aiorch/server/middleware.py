@@ -1,0 +1,150 @@
+"""One pure-ASGI middleware for what every request needs before it reaches a route.
+
+Request id (accepted from `X-Request-ID` when sane, made up otherwise, always returned), the body
+size limit, API keys on `/api` and `/v1`, the metrics token on `/metrics`, and HTTP metrics by
+route template (never by raw path, so a client cannot create label values).
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import re
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from aiorch.config import ServerSettings, hash_api_key
+from aiorch.errors import AiorchError, AuthenticationError, PayloadTooLarge
+from aiorch.monitoring.prometheus_metrics import Metrics
+from aiorch.server.responses import error_response
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+ROUTES = frozenset(
+    {
+        "/api/ai/query",
+        "/v1/chat/completions",
+        "/v1/models",
+        "/metrics",
+        "/healthz",
+        "/readyz",
+        "/openapi.json",
+        "/api/ai/flows/ba-dev-qa",
+    }
+)
+FLOWS_PREFIX = "/api/ai/flows/"
+METHODS = frozenset({"GET", "POST", "HEAD", "OPTIONS"})
+PROTECTED = ("/api/", "/v1/")
+
+
+def route_label(path: str) -> str:
+    if path in ROUTES:
+        return path
+    if path.startswith(FLOWS_PREFIX):
+        return FLOWS_PREFIX + "{name}"
+    return "other"
+
+
+class GatewayMiddleware:
+    def __init__(self, app: ASGIApp, settings: ServerSettings, metrics: Metrics) -> None:
+        self.app = app
+        self.settings = settings
+        self.metrics = metrics
+        self.key_hashes = tuple(settings.api_key_hashes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        headers = dict(scope["headers"])
+        request_id = _request_id(headers.get(b"x-request-id"))
+        scope["aiorch.request_id"] = request_id
+        status = 500
+        id_header = (b"x-request-id", request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), id_header]
+            await send(message)
+
+        try:
+            error = self._check(scope, headers)
+            if error is not None:
+                await error_response(error)(scope, receive, send_with_id)
+                return
+            await self.app(scope, self._limited(receive), send_with_id)
+        finally:
+            route = route_label(scope["path"])
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            self.metrics.http_requests.labels(route, method, str(status)).inc()
+            self.metrics.http_duration.labels(route).observe(time.perf_counter() - started)
+
+    def _check(self, scope: Scope, headers: dict[bytes, bytes]) -> AiorchError | None:
+        path: str = scope["path"]
+        length = headers.get(b"content-length")
+        if length is not None:
+            if not length.isdigit():
+                return PayloadTooLarge("Content-Length is not a number")
+            if int(length) > self.settings.max_body_bytes:
+                return PayloadTooLarge(
+                    f"body is {int(length)} bytes; the limit is {self.settings.max_body_bytes}"
+                )
+        if self.key_hashes and path.startswith(PROTECTED):
+            key = _presented_key(headers)
+            if key is None:
+                return AuthenticationError(
+                    "an API key is required: send 'Authorization: Bearer <key>'"
+                )
+            digest = hash_api_key(key)
+            if not any(hmac.compare_digest(digest, known) for known in self.key_hashes):
+                return AuthenticationError("the API key is not valid")
+            scope["aiorch.tenant"] = digest[:16]
+        token = self.settings.metrics_token
+        if token and path == "/metrics":
+            presented = _presented_key(headers) or ""
+            if not hmac.compare_digest(presented.encode(), token.encode()):
+                return AuthenticationError("/metrics needs the metrics token as a Bearer token")
+        return None
+
+    def _limited(self, receive: Receive) -> Receive:
+        """Count body bytes as they arrive: a chunked body has no Content-Length to check."""
+        limit = self.settings.max_body_bytes
+        seen = 0
+
+        async def receive_limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise PayloadTooLarge(f"body is over the {limit}-byte limit")
+            return message
+
+        return receive_limited
+
+
+def _presented_key(headers: dict[bytes, bytes]) -> str | None:
+    auth = headers.get(b"authorization")
+    if auth is not None:
+        scheme, _, value = auth.decode("latin-1").partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    key = headers.get(b"x-api-key")
+    return key.decode("latin-1").strip() or None if key is not None else None
+
+
+def _request_id(value: bytes | None) -> str:
+    if value is not None:
+        text = value.decode("latin-1")
+        if REQUEST_ID.fullmatch(text):
+            return text
+    return os.urandom(8).hex()

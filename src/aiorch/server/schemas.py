@@ -1,0 +1,225 @@
+"""Request bodies, their decoding with clear errors, and the served OpenAPI document.
+
+Bodies are msgspec Structs: decoding validates types in one pass and its messages name the field
+(``Expected `str`, got `int` - at `$.query```), which is what a client needs to fix its call.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypeVar
+
+import msgspec
+
+from aiorch.errors import RequestError
+from aiorch.types import QueryResult, Usage
+
+T = TypeVar("T")
+
+
+class QueryBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """`POST /api/ai/query`."""
+
+    query: str
+    query_type: str | None = None
+    agent_type: str | None = None
+    context: str | None = None
+    stream: bool = False
+    use_cache: bool = True
+    max_tokens: int | None = None
+    temperature: float | None = None
+    thinking: bool | None = None
+    model: str | None = None  # "auto" (default), "kimi", "qwen" or a configured model id
+
+
+class ContentPart(msgspec.Struct, kw_only=True):
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(msgspec.Struct, kw_only=True):
+    role: Literal["system", "user", "assistant", "developer", "tool"]
+    content: str | list[ContentPart] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(p.text or "" for p in self.content if p.type == "text")
+        return self.content or ""
+
+
+class StreamOptions(msgspec.Struct, kw_only=True):
+    include_usage: bool = False
+
+
+class Thinking(msgspec.Struct, kw_only=True):
+    type: Literal["enabled", "disabled"]
+
+
+class ChatBody(msgspec.Struct, kw_only=True):
+    """`POST /v1/chat/completions` in OpenAI's shape; fields we do not use are ignored."""
+
+    model: str
+    messages: list[ChatMessage]
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    temperature: float | None = None
+    thinking: Thinking | None = None
+
+
+class ErrorDetail(msgspec.Struct):
+    type: str
+    message: str
+    code: str | None = None
+    param: str | None = None
+
+
+class ErrorBody(msgspec.Struct):
+    error: ErrorDetail
+
+
+class ChatChoiceMessage(msgspec.Struct):
+    role: str
+    content: str
+    reasoning_content: str | None = None
+
+
+class ChatChoice(msgspec.Struct):
+    index: int
+    message: ChatChoiceMessage
+    finish_reason: str | None
+
+
+class ChatUsage(msgspec.Struct):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+    @classmethod
+    def of(cls, usage: Usage) -> ChatUsage:
+        return cls(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens)
+
+
+class ChatCompletion(msgspec.Struct):
+    id: str
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: ChatUsage
+    object: str = "chat.completion"
+    aiorch: dict[str, Any] | None = None
+
+
+class ModelCard(msgspec.Struct):
+    id: str
+    owned_by: str
+    object: str = "model"
+    created: int = 0
+
+
+class ModelList(msgspec.Struct):
+    data: list[ModelCard]
+    object: str = "list"
+
+
+class BackendState(msgspec.Struct):
+    service: str
+    kind: str
+    model: str
+    url: str | None
+    ready: bool
+    detail: str
+    model_loaded: bool | None = None
+
+
+class Readyz(msgspec.Struct):
+    status: Literal["ready", "degraded", "offline", "unavailable"]
+    offline: bool
+    backends: list[BackendState]
+
+
+def decode(body: bytes, kind: type[T]) -> T:
+    """Decode and validate a request body, or raise a 400/422-worthy `RequestError`."""
+    if not body.strip():
+        raise RequestError("request body is empty; send a JSON object")
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except msgspec.ValidationError as error:
+        raise InvalidBody(f"invalid request body: {error}", param=_param(str(error))) from None
+    except msgspec.DecodeError as error:
+        raise RequestError(f"request body is not valid JSON: {error}") from None
+
+
+class InvalidBody(RequestError):
+    """Well-formed JSON with a missing, unknown or wrongly typed field."""
+
+    status_code = 422
+
+
+def _param(message: str) -> str | None:
+    _, _, where = message.rpartition("at `$.")
+    return where.rstrip("`").split("[")[0] or None if where else None
+
+
+def openapi(version: str) -> dict[str, Any]:
+    """The OpenAPI 3.1 document, with schemas generated from the Structs above."""
+    (query, result, chat, completion, models, ready, error), components = (
+        msgspec.json.schema_components(
+            [QueryBody, QueryResult, ChatBody, ChatCompletion, ModelList, Readyz, ErrorBody],
+            ref_template="#/components/schemas/{name}",
+        )
+    )
+    errors = {
+        str(code): {"description": text, "content": {"application/json": {"schema": error}}}
+        for code, text in (
+            (400, "The request is invalid; the message says what is wrong."),
+            (401, "A valid API key is required."),
+            (413, "The body is too large."),
+            (422, "A field is missing, unknown or of the wrong type."),
+            (429, "Rate limited; see Retry-After."),
+            (502, "Every backend failed; the attempts say which and why."),
+            (503, "No backend is available."),
+            (504, "Every backend timed out."),
+        )
+    }
+
+    def post(summary: str, body: Any, answer: Any, stream: bool) -> dict[str, Any]:
+        content: dict[str, Any] = {"application/json": {"schema": answer}}
+        if stream:
+            content["text/event-stream"] = {"schema": {"type": "string"}}
+        return {
+            "post": {
+                "summary": summary,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": body}},
+                },
+                "responses": {"200": {"description": "The answer.", "content": content}, **errors},
+            }
+        }
+
+    def get(summary: str, answer: Any, media: str = "application/json") -> dict[str, Any]:
+        return {
+            "get": {
+                "summary": summary,
+                "responses": {
+                    "200": {"description": summary, "content": {media: {"schema": answer}}}
+                },
+            }
+        }
+
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "aiorch", "version": version},
+        "paths": {
+            "/api/ai/query": post("Classify, route and answer one query.", query, result, True),
+            "/v1/chat/completions": post(
+                "OpenAI-compatible chat completions.", chat, completion, True
+            ),
+            "/v1/models": get("The configured models.", models),
+            "/healthz": get("Liveness.", {"type": "object"}),
+            "/readyz": get("Readiness of each backend.", ready),
+            "/metrics": get("Prometheus exposition.", {"type": "string"}, "text/plain"),
+        },
+        "components": {"schemas": components},
+    }
