@@ -172,8 +172,8 @@ def mock_upstream(ctx: click.Context, /, **options: Any) -> None:
         host, port, workers, options["access_log"], options["shutdown_timeout"]
     )
     click.echo(
-        f"aiorch mock-upstream on http://{host}:{port} (workers={workers}, "
-        f"models={','.join(config.served_models())})",
+        f"aiorch mock-upstream: starting {workers} worker(s), "
+        f"models {', '.join(config.served_models())}",
         err=True,
     )
     code = run_worker(config, settings) if workers == 1 else supervise(config, settings)

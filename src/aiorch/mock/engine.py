@@ -59,11 +59,16 @@ class Job:
         stats.completion_tokens += answer.completion_tokens
         return answer
 
-    @property
-    def ttft_s(self) -> float:
+    async def wait_first_token(self) -> None:
         b = self.behaviour
         ttft = b.slow_first_token_ms if self.fault == "slow_first_token" else b.ttft_ms
-        return (ttft + self.state.jitter(b)) / 1000 if ttft or b.jitter_ms else 0.0
+        if ttft or b.jitter_ms:
+            await asyncio.sleep((ttft + self.state.jitter(b)) / 1000)
+
+    async def wait_generation(self, tokens: int) -> None:
+        """The time the tokens after the first take to generate (non-streaming answers)."""
+        if self.behaviour.tokens_per_second and tokens > 1:
+            await asyncio.sleep((tokens - 1) / self.behaviour.tokens_per_second)
 
     @property
     def token_interval_s(self) -> float:

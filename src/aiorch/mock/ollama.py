@@ -7,7 +7,6 @@ it answers: `cold_start_ms` makes the first call per model pay for that in `load
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
 import time
@@ -140,12 +139,9 @@ def _json(value: dict[str, Any]) -> web.Response:
 async def _complete(
     request: web.Request, job: Job, answer: Answer, load_s: float, ready: float
 ) -> web.StreamResponse:
-    if job.ttft_s:
-        await asyncio.sleep(job.ttft_s)
+    await job.wait_first_token()
     first_token = time.perf_counter()
-    generation = max(0, answer.completion_tokens - 1) * job.token_interval_s
-    if generation:
-        await asyncio.sleep(generation)
+    await job.wait_generation(answer.completion_tokens)
     thinking = answer.reasoning_text if job.thinking else None
     body = _encode(
         {
@@ -182,8 +178,7 @@ async def _stream(
     if job.fault is not None:
         response.headers["X-Mock-Fault"] = job.fault
     await response.prepare(request)
-    if job.ttft_s:
-        await asyncio.sleep(job.ttft_s)
+    await job.wait_first_token()
     first_token = time.perf_counter()
     if job.fault == "malformed":
         await response.write(b"".join(lines[:1]) + head + b'"oops"},"done":fal\n')

@@ -8,7 +8,6 @@ usage arrives in the last chunk's `choices[0].usage`. OpenAI's own final usage c
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Annotated, Any, Literal
 
@@ -139,9 +138,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 
 async def _complete(request: web.Request, job: Job, answer: Answer) -> web.StreamResponse:
-    wait = job.ttft_s + max(0, answer.completion_tokens - 1) * job.token_interval_s
-    if wait:
-        await asyncio.sleep(wait)
+    await job.wait_first_token()
+    await job.wait_generation(answer.completion_tokens)
     message: dict[str, Any] = {"role": "assistant", "content": answer.content_text}
     if job.thinking:
         message["reasoning_content"] = answer.reasoning_text
@@ -211,8 +209,7 @@ async def _stream(
     if job.fault is not None:
         response.headers["X-Mock-Fault"] = job.fault
     await response.prepare(request)
-    if job.ttft_s:
-        await asyncio.sleep(job.ttft_s)
+    await job.wait_first_token()
     if job.fault == "malformed":
         broken = b'data: {"id":"chatcmpl-malformed","choices":[{"delta":{"content":"oops\n\n'
         await response.write(role + broken + b"data: [DONE]\n\n")

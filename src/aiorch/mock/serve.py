@@ -56,6 +56,11 @@ async def _serve(config: MockConfig, settings: ServeSettings, reuse_port: bool) 
             runner, settings.host, settings.port, backlog=4096, reuse_port=reuse_port or None
         )
         await site.start()
+        print(
+            f"aiorch mock-upstream: listening on http://{settings.host}:{settings.port}",
+            file=sys.stderr,
+            flush=True,
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -8,7 +8,6 @@ splits back into exactly as many tokens as were counted.
 from __future__ import annotations
 
 import hashlib
-import random
 import re
 from dataclasses import dataclass
 
@@ -61,10 +60,6 @@ class Answer:
         return "".join(self.content)
 
 
-def count_tokens(text: str) -> int:
-    return len(text.split())
-
-
 def pieces(text: str) -> tuple[str, ...]:
     """Split text into one-word pieces; whitespace before the first word is kept with it."""
     found = re.findall(r"\s*\S+\s*", text)
@@ -77,20 +72,23 @@ def _end(parts: list[str]) -> tuple[str, ...]:
     return tuple(parts)
 
 
-def _sentences(
-    rng: random.Random, vocabulary: tuple[str, ...], count: int, into: list[str]
-) -> None:
-    while count > 0:
-        length = min(count, rng.randint(6, 14))
-        words = rng.choices(vocabulary, k=length)
-        words[0] = words[0].capitalize()
-        words[-1] += "."
-        into.extend(word + " " for word in words)
-        count -= length
+def _sentences(stream: bytes, vocabulary: tuple[str, ...], count: int) -> list[str]:
+    """`count` words as sentences of 6 to 14, drawn from `stream` (one byte per word, then one
+    per sentence length): a hash's bytes are far cheaper than seeding a `random.Random`."""
+    size = len(vocabulary)
+    parts = [vocabulary[b % size] + " " for b in stream[:count]]
+    start, cursor = 0, count
+    while start < count:
+        end = min(start + 6 + stream[cursor] % 9, count) - 1
+        cursor += 1
+        parts[start] = parts[start].capitalize()
+        parts[end] = parts[end][:-1] + ". "
+        start = end + 1
+    return parts
 
 
-def _code_block(rng: random.Random) -> list[str]:
-    name = "_".join(rng.sample(_WORDS[:60], 2))
+def _code_block(stream: bytes) -> list[str]:
+    name = f"{_WORDS[stream[0] % 60]}_{_WORDS[stream[1] % 60]}"
     return [
         "```python\n",
         "def ",
@@ -101,9 +99,17 @@ def _code_block(rng: random.Random) -> list[str]:
     ]
 
 
-def _seed(*parts: str) -> int:
-    digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big")
+def _words(key: str, count: int, code: bool, vocabulary: tuple[str, ...]) -> tuple[str, ...]:
+    stream = hashlib.shake_128(key.encode()).digest(2 * count + 8)
+    if not (code and count >= 12):
+        return _end(_sentences(stream, vocabulary, count))
+    block = _code_block(stream[-2:])
+    lead = min(8, count - len(block))
+    parts = _sentences(stream, vocabulary, lead)
+    parts[-1] = parts[-1].rstrip() + "\n\n"
+    parts += block
+    parts += _sentences(stream[lead:], vocabulary, count - len(parts))
+    return _end(parts)
 
 
 class Generator:
@@ -156,31 +162,20 @@ class Generator:
         reasoning_tokens: int,
         thinking: bool,
     ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        key = f"{model}\x1f{prompt}"
         for match, model_match, rule in self._rules:
             if model_match is not None and model_match.search(model) is None:
                 continue
             if match.search(last_user) or match.search(system):
                 content, reasoning = self._scripted[id(rule)]
-                if thinking and not reasoning:
-                    reasoning = self._words(_seed("r", model, prompt), reasoning_tokens, False)
-                return (reasoning if thinking else ()), content
-        seed = _seed(model, prompt)
+                if not thinking:
+                    return (), content
+                if not reasoning:
+                    reasoning = _words(f"r\x1f{key}", reasoning_tokens, False, _REASONING_WORDS)
+                return reasoning, content
         lowered = last_user.lower()
         code = any(hint in lowered for hint in _CODE_HINTS)
-        content = self._words(seed, tokens, code)
-        reasoning = self._words(seed ^ 0x5EED, reasoning_tokens, False, _REASONING_WORDS)
-        return (reasoning if thinking else ()), content
-
-    @staticmethod
-    def _words(
-        seed: int, count: int, code: bool, vocabulary: tuple[str, ...] = _WORDS
-    ) -> tuple[str, ...]:
-        rng = random.Random(seed)
-        parts: list[str] = []
-        block = _code_block(rng) if code and count >= 12 else []
-        if block:
-            _sentences(rng, vocabulary, min(8, count - len(block)), parts)
-            parts[-1] = parts[-1].rstrip() + "\n\n"
-            parts.extend(block)
-        _sentences(rng, vocabulary, count - len(parts), parts)
-        return _end(parts)
+        content = _words(key, tokens, code, _WORDS)
+        if not thinking:
+            return (), content
+        return _words(f"r\x1f{key}", reasoning_tokens, False, _REASONING_WORDS), content
