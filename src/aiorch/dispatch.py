@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Mapping
 
 import msgspec
 
@@ -19,6 +18,7 @@ from aiorch.config import Settings
 from aiorch.errors import (
     AllBackendsFailed,
     BackendError,
+    BackendStatusError,
     BackendTimeout,
     CircuitOpen,
     StreamInterrupted,
@@ -39,6 +39,7 @@ from aiorch.types import (
 
 # Attempt errors that mean "try later" rather than "broken": all of them gives 503.
 UNAVAILABLE = frozenset({"circuit_open", "overloaded", "rate_limited", "quota_exceeded"})
+REQUEST_SPECIFIC_STATUSES = frozenset({400, 413, 422})
 
 
 class Answer(msgspec.Struct, frozen=True):
@@ -68,7 +69,7 @@ class Dispatcher:
         for service in Service:
             metrics.set_breaker_state(service, BreakerState.CLOSED.value)
 
-    def _breaker_reporter(self, service: Service) -> Any:
+    def _breaker_reporter(self, service: Service) -> Callable[[BreakerState], None]:
         return lambda state: self.metrics.set_breaker_state(service, state.value)
 
     def mode(self, service: Service, request: CompletionRequest) -> Mode:
@@ -91,17 +92,16 @@ class Dispatcher:
         mode = self.mode(service, request)
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(settings.timeout):
+            async with asyncio.timeout(settings.timeout) as deadline:
                 completion = await call_with_retries(
                     lambda: backend.complete(request),
                     self.settings.retry,
                     self.budgets[service],
-                    on_retry=lambda e: self.metrics.retries.labels(
-                        service.value, e.error_type
-                    ).inc(),
+                    on_retry=self._retry_counter(service),
                     on_budget_exhausted=self.metrics.retry_budget_exhausted.labels(
                         service.value
                     ).inc,
+                    deadline=deadline.when(),
                 )
         except TimeoutError:
             error: BackendError = BackendTimeout(
@@ -115,12 +115,21 @@ class Dispatcher:
         except BackendError as error:
             self._failed(service, mode, started, error)
             raise
+        except asyncio.CancelledError:
+            breaker.release()  # the caller left: no verdict on the backend
+            raise
         breaker.record_success()
         self._succeeded(service, mode, time.perf_counter() - started, completion.usage, None)
         return completion
 
+    def _retry_counter(self, service: Service) -> Callable[[BackendError], None]:
+        return lambda error: self.metrics.retries.labels(service.value, error.error_type).inc()
+
     def _failed(self, service: Service, mode: Mode, started: float, error: BackendError) -> None:
-        self.breakers[service].record_failure()
+        if says_backend_is_failing(error):
+            self.breakers[service].record_failure()
+        else:
+            self.breakers[service].release()
         self.metrics.record_backend_error(
             service,
             self.backends[service].settings.model_id,
@@ -193,7 +202,7 @@ class Dispatcher:
         for index, service in enumerate(route.services):
             call_started = time.perf_counter()
             try:
-                chunks, first = await self._open(service, request)
+                chunks, first, end = await self._open(service, request)
             except BackendError as error:
                 attempts.append(self._attempt(service, error, call_started))
                 fallback = fallback or self._fall_back(route, index, error)
@@ -201,25 +210,30 @@ class Dispatcher:
             if fallback is not None:
                 fallback = Fallback(fallback.from_service, service, fallback.reason)
             yield service, fallback
-            async for item in self._relay(service, request, chunks, first, call_started):
+            async for item in self._relay(service, request, chunks, first, call_started, end):
                 yield item
             return
         raise all_failed(attempts)
 
     async def _open(
         self, service: Service, request: CompletionRequest
-    ) -> tuple[AsyncIterator[StreamChunk], StreamChunk]:
-        """Start a stream and wait for its first chunk, within the first-token deadline."""
+    ) -> tuple[AsyncIterator[StreamChunk], StreamChunk, float]:
+        """Start a stream and wait for its first chunk, within the first-token deadline.
+
+        Returns the chunks, the first one, and the loop time by which the stream must end.
+        """
         backend = self.backends[service]
         settings = backend.settings
-        if not self.breakers[service].allow():
+        breaker = self.breakers[service]
+        if not breaker.allow():
             raise CircuitOpen(
                 f"{service.value} is failing; its circuit breaker is open",
                 service=service.value,
                 model=settings.model_id,
             )
-        limit = settings.first_token_timeout or settings.timeout
+        limit = min(settings.first_token_timeout or settings.timeout, settings.timeout)
         started = time.perf_counter()
+        end = asyncio.get_running_loop().time() + settings.timeout
 
         async def first_chunk() -> tuple[AsyncIterator[StreamChunk], StreamChunk]:
             chunks = aiter(backend.stream(request))
@@ -230,17 +244,16 @@ class Dispatcher:
                 raise
 
         try:
-            async with asyncio.timeout(limit):
-                return await call_with_retries(
+            async with asyncio.timeout(limit) as deadline:
+                chunks, first = await call_with_retries(
                     first_chunk,
                     self.settings.retry,
                     self.budgets[service],
-                    on_retry=lambda e: self.metrics.retries.labels(
-                        service.value, e.error_type
-                    ).inc(),
+                    on_retry=self._retry_counter(service),
                     on_budget_exhausted=self.metrics.retry_budget_exhausted.labels(
                         service.value
                     ).inc,
+                    deadline=deadline.when(),
                 )
         except (TimeoutError, StopAsyncIteration) as cause:
             error: BackendError = (
@@ -261,6 +274,12 @@ class Dispatcher:
         except BackendError as error:
             self._failed(service, self.mode(service, request), started, error)
             raise
+        except asyncio.CancelledError:
+            breaker.release()
+            raise
+        # A first token proves the backend alive; a half-open breaker need not wait for the end.
+        breaker.record_success()
+        return chunks, first, end
 
     async def _relay(
         self,
@@ -269,11 +288,12 @@ class Dispatcher:
         chunks: AsyncIterator[StreamChunk],
         first: StreamChunk,
         started: float,
+        deadline: float,
     ) -> AsyncIterator[StreamChunk]:
+        """The rest of the stream, within the total deadline counted from the request."""
         settings = self.backends[service].settings
         mode = self.mode(service, request)
         first_token = time.perf_counter() - started
-        deadline = asyncio.get_running_loop().time() + settings.timeout
         usage: Usage | None = first.usage
         yield first
         try:
@@ -298,8 +318,18 @@ class Dispatcher:
             raise error from None
         finally:
             await chunks.aclose()  # type: ignore[attr-defined]
-        self.breakers[service].record_success()
         self._succeeded(service, mode, time.perf_counter() - started, usage, first_token)
+
+
+def says_backend_is_failing(error: BackendError) -> bool:
+    """Whether an error counts against the backend's breaker.
+
+    An upstream 400, 413 or 422 is about this one request (too long, bad parameters): a client
+    sending such requests must not open the breaker for everyone else.
+    """
+    if isinstance(error, BackendStatusError):
+        return error.upstream_status not in REQUEST_SPECIFIC_STATUSES
+    return True
 
 
 def all_failed(attempts: list[Attempt]) -> AllBackendsFailed:

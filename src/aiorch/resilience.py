@@ -1,25 +1,25 @@
-"""Circuit breakers, the retry budget, and one backend call with retries.
+"""Circuit breakers, the retry budget, recent latency, and one backend call with retries.
 
 A breaker per backend skips a dead backend at once (open), lets one probe through after a pause
 (half-open) and closes on success. The retry budget caps retries at a share of first attempts
 over a sliding window, so that during an outage retries cannot multiply the load. Retries use
-tenacity with jittered exponential backoff that honours the upstream's Retry-After.
+tenacity with jittered exponential backoff that honours the upstream's Retry-After, and never
+start a wait that would end past the call's deadline. `LatencyWindow` keeps a backend's recent
+latencies for hedged requests.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
+import math
+import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    stop_after_attempt,
-    wait_random_exponential,
-)
+from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, wait_random_exponential
 
 from aiorch.config import BreakerSettings, RetrySettings
 from aiorch.errors import BackendError, is_retryable
@@ -46,7 +46,7 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at = 0.0
         self._state = BreakerState.CLOSED
-        self._probing = False
+        self._probe_started: float | None = None
 
     @property
     def state(self) -> BreakerState:
@@ -61,25 +61,33 @@ class CircuitBreaker:
         state = self.state
         if state is BreakerState.CLOSED:
             return True
-        if state is BreakerState.HALF_OPEN and not self._probing:
-            self._probing = True
+        if state is BreakerState.OPEN:
+            return False
+        now = self._clock()
+        # A probe that never reported back (its caller vanished) must not wedge the breaker.
+        if self._probe_started is None or now - self._probe_started >= self.settings.reset_seconds:
+            self._probe_started = now
             return True
         return False
 
     def record_success(self) -> None:
         self._failures = 0
-        self._probing = False
+        self._probe_started = None
         if self._state is not BreakerState.CLOSED:
             self._set(BreakerState.CLOSED)
 
     def record_failure(self) -> None:
         self._failures += 1
-        self._probing = False
+        self._probe_started = None
         if self._state is BreakerState.HALF_OPEN or (
             self._failures >= self.settings.failure_threshold
         ):
             self._opened_at = self._clock()
             self._set(BreakerState.OPEN)
+
+    def release(self) -> None:
+        """The call ended without a verdict (cancelled): let the next caller probe."""
+        self._probe_started = None
 
     def _set(self, state: BreakerState) -> None:
         if state is not self._state:
@@ -112,19 +120,79 @@ class RetryBudget:
         return True
 
 
-class _RetryAfterWait:
-    """Jittered exponential backoff, or the upstream's Retry-After when it sent one."""
+class LatencyWindow:
+    """The last `size` successful call latencies of one backend, and a quantile of them."""
 
-    def __init__(self, settings: RetrySettings) -> None:
+    def __init__(self, size: int) -> None:
+        self._recent: deque[float] = deque(maxlen=size)
+
+    def __len__(self) -> int:
+        return len(self._recent)
+
+    def observe(self, seconds: float) -> None:
+        self._recent.append(seconds)
+
+    def quantile(self, q: float) -> float | None:
+        if not self._recent:
+            return None
+        ordered = sorted(self._recent)
+        rank = math.ceil(q * len(ordered))  # nearest rank: a value that was actually seen
+        return ordered[min(len(ordered), max(1, rank)) - 1]
+
+
+class _RetryPlan:
+    """Decides whether to retry and how long to wait, together: the deadline can veto a wait.
+
+    The wait is jittered exponential backoff, or the upstream's Retry-After plus a little jitter
+    (never sooner than asked, and not all clients at the same instant).
+    """
+
+    def __init__(
+        self,
+        settings: RetrySettings,
+        budget: RetryBudget,
+        deadline: float | None,
+        on_retry: Callable[[BackendError], None],
+        on_budget_exhausted: Callable[[], None],
+        jitter: Callable[[float, float], float],
+    ) -> None:
+        self.settings = settings
+        self.budget = budget
+        self.deadline = deadline
+        self.on_retry = on_retry
+        self.on_budget_exhausted = on_budget_exhausted
+        self.jitter = jitter
+        self.delay = 0.0
         self._backoff = wait_random_exponential(
             multiplier=settings.backoff_base, max=settings.backoff_max
         )
 
-    def __call__(self, state: RetryCallState) -> float:
+    def should_retry(self, state: RetryCallState) -> bool:
+        # tenacity asks before it checks the stop condition: never spend on a last attempt.
         error = state.outcome.exception() if state.outcome else None
-        if isinstance(error, BackendError) and error.retry_after is not None:
-            return error.retry_after
-        return float(self._backoff(state))
+        settings = self.settings
+        if state.attempt_number >= settings.attempts:
+            return False
+        if not isinstance(error, BackendError) or not is_retryable(error):
+            return False
+        if error.retry_after is not None:
+            if error.retry_after > settings.max_retry_after:
+                return False  # waiting that long is worse than falling back
+            delay = error.retry_after + self.jitter(0.0, settings.backoff_base)
+        else:
+            delay = float(self._backoff(state))
+        deadline = self.deadline
+        if deadline is not None and asyncio.get_running_loop().time() + delay >= deadline:
+            return False  # the retry could not finish in time: fall back now instead
+        if not self.budget.try_spend():
+            self.on_budget_exhausted()
+            return False
+        self.delay = delay
+        self.on_retry(error)
+        return True
+
+    def wait(self, state: RetryCallState) -> float:
+        return self.delay
 
 
 async def call_with_retries(
@@ -133,24 +201,15 @@ async def call_with_retries(
     budget: RetryBudget,
     on_retry: Callable[[BackendError], None],
     on_budget_exhausted: Callable[[], None],
+    *,
+    deadline: float | None = None,
+    jitter: Callable[[float, float], float] = random.uniform,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> T:
-    """Run `call`, retrying retryable errors while attempts, Retry-After and the budget allow."""
+    """Run `call`, retrying retryable errors while attempts, the deadline and the budget allow.
 
-    def should_retry(state: RetryCallState) -> bool:
-        # tenacity asks before it checks the stop condition: never spend on a last attempt.
-        error = state.outcome.exception() if state.outcome else None
-        if state.attempt_number >= settings.attempts:
-            return False
-        if not isinstance(error, BackendError) or not is_retryable(error):
-            return False
-        if error.retry_after is not None and error.retry_after > settings.max_retry_after:
-            return False  # waiting that long is worse than falling back
-        if not budget.try_spend():
-            on_budget_exhausted()
-            return False
-        on_retry(error)
-        return True
-
+    `deadline` is the event loop's time by which the whole call must be over.
+    """
     budget.record_attempt()
     try:  # the first attempt goes straight out: tenacity's machinery only on failure
         return await call()
@@ -170,10 +229,12 @@ async def call_with_retries(
             raise first_error
         return await call()
 
+    plan = _RetryPlan(settings, budget, deadline, on_retry, on_budget_exhausted, jitter)
     retrying = AsyncRetrying(
         stop=stop_after_attempt(settings.attempts),
-        wait=_RetryAfterWait(settings),
-        retry=should_retry,
+        wait=plan.wait,
+        retry=plan.should_retry,
         reraise=True,
+        sleep=sleep,
     )
     return await retrying(attempt)
