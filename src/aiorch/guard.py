@@ -2,28 +2,46 @@
 
 A remote cache (Redis) can be slow or gone. Every operation gets a bounded wait; a failure is
 counted in `orchestrator_cache_errors_total`, logged once per incident (not once per request),
-and the query goes on without the cache. The first success after an incident logs the recovery.
+and the query goes on without the cache. While an incident lasts, the cache is tried again at
+most every `probe_interval` seconds, so that a hung Redis does not add its timeout to every
+request; the first success after an incident logs the recovery.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 
 from aiorch.cache import Cache
 from aiorch.monitoring.prometheus_metrics import Metrics
 
 log = logging.getLogger(__name__)
 
+PROBE_INTERVAL = 1.0  # seconds between attempts while the cache is failing
+
 
 class CacheGuard:
-    def __init__(self, cache: Cache, metrics: Metrics, timeout: float) -> None:
+    def __init__(
+        self,
+        cache: Cache,
+        metrics: Metrics,
+        timeout: float,
+        probe_interval: float = PROBE_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.cache = cache
         self.metrics = metrics
         self.timeout = timeout
+        self.probe_interval = probe_interval
+        self._clock = clock
         self.degraded = False
+        self._failed_at = 0.0
 
     async def get(self, key: str) -> bytes | None:
+        if self._resting():
+            return None
         try:
             async with asyncio.timeout(self.timeout):
                 value = await self.cache.get(key)
@@ -34,6 +52,8 @@ class CacheGuard:
         return value
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:
+        if self._resting():
+            return
         try:
             async with asyncio.timeout(self.timeout):
                 await self.cache.set(key, value, ttl)
@@ -42,8 +62,13 @@ class CacheGuard:
             return
         self._ok()
 
+    def _resting(self) -> bool:
+        """During an incident, skip the cache between probes."""
+        return self.degraded and self._clock() - self._failed_at < self.probe_interval
+
     def _failed(self, operation: str, error: BaseException) -> None:
         self.metrics.cache_errors.labels(operation).inc()
+        self._failed_at = self._clock()
         if not self.degraded:
             self.degraded = True
             log.warning(
