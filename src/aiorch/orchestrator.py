@@ -8,6 +8,7 @@ every service at once and are answered by whichever succeed ("multi-service").
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
@@ -39,6 +40,7 @@ from aiorch.types import (
     Usage,
 )
 
+log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
 _decode_result = msgspec.json.Decoder(QueryResult).decode
 
@@ -70,11 +72,7 @@ class AIOrchestrator:
         self.backends = (
             dict(backends) if backends else {s: build_backend(settings.backend(s)) for s in Service}
         )
-        self.cache: Cache = (
-            cache
-            if cache is not None
-            else MemoryCache(settings.cache.max_entries, settings.cache.max_bytes)
-        )
+        self.cache: Cache = cache if cache is not None else default_cache(settings)
         self.router = Router(settings)
         self.dispatcher = Dispatcher(settings, self.backends, self.metrics)
         self._classify = classifier
@@ -116,6 +114,7 @@ class AIOrchestrator:
     async def complete(self, messages: Sequence[Message], options: QueryOptions) -> QueryResult:
         started = time.perf_counter()
         request = self._request(messages, options)
+        self._log_prompt(request)
         query_type = options.query_type or self._classify(messages[-1].content)
         route = self._route(query_type, options)
         key = self._key(request, query_type, route, options)
@@ -133,11 +132,16 @@ class AIOrchestrator:
                     return msgspec.structs.replace(shared, request_id=request.request_id)
                 task = asyncio.ensure_future(self._answer(request, query_type, route, options, key))
                 self._in_flight[key] = task
-                task.add_done_callback(lambda _: self._in_flight.pop(key, None))
+                task.add_done_callback(lambda done: self._settled(key, done))
                 return await asyncio.shield(task)
             return await self._answer(request, query_type, route, options, None)
         finally:
             self.metrics.in_flight.dec()
+
+    def _settled(self, key: str, task: asyncio.Task[QueryResult]) -> None:
+        self._in_flight.pop(key, None)
+        if not task.cancelled():
+            task.exception()  # retrieved: every waiter may have left before it failed
 
     async def _answer(
         self,
@@ -275,6 +279,7 @@ class AIOrchestrator:
         """
         started = time.perf_counter()
         request = self._request(messages, options)
+        self._log_prompt(request)
         query_type = options.query_type or self._classify(messages[-1].content)
         route = self._route(query_type, options)
         key = self._key(request, query_type, route, options)
@@ -388,6 +393,12 @@ class AIOrchestrator:
             request_id=options.request_id or os.urandom(8).hex(),
         )
 
+    def _log_prompt(self, request: CompletionRequest) -> None:
+        """Prompt text reaches the log only when the operator opted in (AIORCH_LOG_PROMPTS)."""
+        if self.settings.server.log_prompts:
+            for message in request.messages:
+                log.info("prompt %s %s: %r", request.request_id, message.role, message.content)
+
     def _route(self, query_type: QueryType, options: QueryOptions) -> Route:
         if options.service is not None:
             return self.router.pinned(options.service)
@@ -409,6 +420,15 @@ class AIOrchestrator:
             thinking=request.thinking,
             tenant=options.tenant if self.settings.cache.per_key else "",
         )
+
+
+def default_cache(settings: Settings) -> Cache:
+    """Redis when `AIORCH_REDIS_URL` is set (shared by replicas), else an in-process LRU."""
+    if settings.server.redis_url:
+        from aiorch.redis_store import RedisCache  # redis is a heavy import: only when used
+
+        return RedisCache.from_url(settings.server.redis_url)
+    return MemoryCache(settings.cache.max_entries, settings.cache.max_bytes)
 
 
 def build_messages(query: str, context: str | None = None) -> list[Message]:
