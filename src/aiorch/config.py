@@ -129,6 +129,7 @@ class ServerSettings(_Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
     metrics_token: str | None = None
     redis_url: str | None = None
     max_body_bytes: int = 1024 * 1024
+    body_timeout_seconds: float = 30.0  # to receive a whole request body: slow clients end here
     max_query_chars: int = 100_000
     rate_limit_per_minute: float = 0.0  # per API key; 0 turns limiting off
     rate_limit_burst: int = 20

@@ -19,6 +19,7 @@ from aiorch.config import Settings
 from aiorch.errors import AiorchError, NotFound, RequestError
 from aiorch.monitoring.prometheus_metrics import Metrics
 from aiorch.orchestrator import AIOrchestrator
+from aiorch.ratelimit import build_rate_limiter
 from aiorch.server import api, openai_api, ops
 from aiorch.server.middleware import GatewayMiddleware
 from aiorch.server.responses import JSON, error_response
@@ -33,11 +34,14 @@ def create_app(
     metrics: Metrics | None = None,
 ) -> Starlette:
     orchestrator = orchestrator or AIOrchestrator(settings, metrics=metrics)
+    limiter = build_rate_limiter(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
         await orchestrator.close()
+        if limiter is not None:
+            await limiter.close()
 
     routes = [
         Route("/api/ai/query", api.query, methods=["POST"]),
@@ -52,7 +56,12 @@ def create_app(
     app = Starlette(
         routes=routes,
         middleware=[
-            Middleware(GatewayMiddleware, settings=settings.server, metrics=orchestrator.metrics)
+            Middleware(
+                GatewayMiddleware,
+                settings=settings.server,
+                metrics=orchestrator.metrics,
+                limiter=limiter,
+            )
         ],
         exception_handlers={
             AiorchError: _aiorch_error,

@@ -1,13 +1,17 @@
 """One pure-ASGI middleware for what every request needs before it reaches a route.
 
 Request id (accepted from `X-Request-ID` when sane, made up otherwise, always returned), the body
-size limit, API keys on `/api` and `/v1`, the metrics token on `/metrics`, and HTTP metrics by
-route template (never by raw path, so a client cannot create label values).
+size limit and a deadline for receiving the body (a client trickling bytes cannot hold a worker),
+API keys on `/api` and `/v1`, then the per-client rate limit there, the metrics token on
+`/metrics`, and HTTP metrics by route template (never by raw path, so a client cannot create
+label values).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import math
 import os
 import re
 import time
@@ -15,8 +19,15 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from aiorch.config import ServerSettings, hash_api_key
-from aiorch.errors import AiorchError, AuthenticationError, PayloadTooLarge
+from aiorch.errors import (
+    AiorchError,
+    AuthenticationError,
+    PayloadTooLarge,
+    RateLimited,
+    RequestError,
+)
 from aiorch.monitoring.prometheus_metrics import Metrics
+from aiorch.ratelimit import RateLimiter
 from aiorch.server.responses import error_response
 
 Scope = MutableMapping[str, Any]
@@ -51,12 +62,23 @@ def route_label(path: str) -> str:
     return "other"
 
 
+class BodyTimeout(RequestError):
+    status_code = 408
+
+
 class GatewayMiddleware:
-    def __init__(self, app: ASGIApp, settings: ServerSettings, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        settings: ServerSettings,
+        metrics: Metrics,
+        limiter: RateLimiter | None = None,
+    ) -> None:
         self.app = app
         self.settings = settings
         self.metrics = metrics
         self.key_hashes = tuple(settings.api_key_hashes)
+        self.limiter = limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -77,7 +99,7 @@ class GatewayMiddleware:
             await send(message)
 
         try:
-            error = self._check(scope, headers)
+            error = self._check(scope, headers) or await self._rate_limit(scope)
             if error is not None:
                 await error_response(error)(scope, receive, send_with_id)
                 return
@@ -115,18 +137,49 @@ class GatewayMiddleware:
                 return AuthenticationError("/metrics needs the metrics token as a Bearer token")
         return None
 
+    async def _rate_limit(self, scope: Scope) -> AiorchError | None:
+        """After authentication: one token per request from the client's bucket."""
+        if self.limiter is None or not scope["path"].startswith(PROTECTED):
+            return None
+        tenant = scope.get("aiorch.tenant")
+        client = scope.get("client")
+        key = f"key:{tenant}" if tenant else f"addr:{client[0] if client else 'unknown'}"
+        wait = await self.limiter.acquire(key)
+        if wait <= 0:
+            return None
+        self.metrics.rate_limited.inc()
+        seconds = max(1, math.ceil(wait))  # whole seconds, rounded up: never too early
+        return RateLimited(
+            f"rate limit of {self.settings.rate_limit_per_minute:g} requests a minute "
+            f"(burst {self.settings.rate_limit_burst}) exceeded; retry in {seconds} s",
+            retry_after=seconds,
+        )
+
     def _limited(self, receive: Receive) -> Receive:
-        """Count body bytes as they arrive: a chunked body has no Content-Length to check."""
+        """Count body bytes as they arrive (a chunked body has no Content-Length to check), and
+        bound the time the whole body may take to arrive."""
         limit = self.settings.max_body_bytes
+        timeout = self.settings.body_timeout_seconds
         seen = 0
+        complete = False
+        deadline: float | None = None
 
         async def receive_limited() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, complete, deadline
+            if complete:  # after the body, receive() only waits for a disconnect: no deadline
+                return await receive()
+            if deadline is None:
+                deadline = asyncio.get_running_loop().time() + timeout
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise BodyTimeout(f"the request body did not arrive within {timeout:g} s") from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
                     raise PayloadTooLarge(f"body is over the {limit}-byte limit")
+                complete = not message.get("more_body", False)
             return message
 
         return receive_limited
