@@ -170,7 +170,8 @@ Run with pytest."""
         "snippet_4.sql",
     ]
     assert files[0].content == "def reset(email):\n    return True\n"
-    assert parse_implementation(text).notes.endswith("Run with pytest.")
+    # The "File: ..." label is not repeated in the notes.
+    assert parse_implementation(text).notes == "Here is the code.\n\nRun with pytest."
 
 
 def test_implementation_json_config_in_code_is_a_file_not_the_answer() -> None:

@@ -41,6 +41,9 @@ _VERDICT = re.compile(
 _REASONS = re.compile(r"\b(reasons?|rationale|findings|issues|причин)", re.I)
 _TESTS = re.compile(r"\b(test\s*cases?|tests|тест)", re.I)
 _FILE_NAME = re.compile(r"([\w./-]*\w\.[A-Za-z][A-Za-z0-9]{0,7})\b")
+_LABEL_LINE = re.compile(
+    r"^[\s#*>`-]*(?:file(?:name)?\s*:?\s*)?[`*]*[\w./-]+\.\w+[`*]*\s*:?\s*$", re.I
+)
 _EXTENSIONS = {
     "python": ".py", "py": ".py", "javascript": ".js", "js": ".js", "typescript": ".ts",
     "ts": ".ts", "go": ".go", "rust": ".rs", "java": ".java", "kotlin": ".kt", "bash": ".sh",
@@ -137,7 +140,11 @@ def implementation(text: str) -> Implementation | None:
     position = 0
     for index, match in enumerate(FENCE.finditer(text), 1):
         before = text[position : match.start()]
-        notes.append(before.strip())
+        # A line that only names the file ("File: `app.py`") is a label, not a note.
+        prose = before.rstrip().splitlines()
+        if prose and _LABEL_LINE.match(prose[-1]):
+            prose.pop()
+        notes.append("\n".join(prose).strip())
         position = match.end()
         language, info, body = match.group(1).lower(), match.group(2), match.group(3)
         if not body.strip():
