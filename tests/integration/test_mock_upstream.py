@@ -508,13 +508,22 @@ async def test_runtime_config_rate_seed_models_and_stats(http: aiohttp.ClientSes
     assert await run() == first  # same seed, same sequence
     status, _, _ = await post_json(http, "/api/chat", chat("q", QWEN, stream=False))
     assert status == 200  # fault_models spares qwen
+    spared = [
+        (
+            await post_json(
+                http, "/v1/chat/completions", chat("q"), headers={"X-Mock-Fault": "none"}
+            )
+        )[0]
+        for _ in range(5)
+    ]
+    assert spared == [200] * 5
 
     counted = await stats(http)
-    assert counted["by_endpoint"] == {"/v1/chat/completions": 20, "/api/chat": 1}
-    assert counted["by_model"] == {KIMI: 20, QWEN: 1}
+    assert counted["by_endpoint"] == {"/v1/chat/completions": 25, "/api/chat": 1}
+    assert counted["by_model"] == {KIMI: 25, QWEN: 1}
     assert counted["by_fault"] == {"http_503": first.count(503)}
     assert counted["by_status"]["503"] == first.count(503)
-    assert counted["requests_total"] == 21
+    assert counted["requests_total"] == 26
 
     await reset(http, config=True)
     counted = await stats(http)
@@ -569,8 +578,13 @@ async def test_cli_files_env_and_auth(tmp_path: Path) -> None:
         '[[responses]]\nmatch = "^ping"\ncontent = "pong pong"\n\n'
         '[[responses]]\nmatch = "coder system"\ncontent = "from the system prompt"\n'
     )
+    config = tmp_path / "mock.json"
+    config.write_text(json.dumps({"tokens": 5, "model_config": {"moonshot-v1-8k": {"tokens": 2}}}))
     env = {"AIORCH_MOCK_API_KEY": "sekret", "AIORCH_MOCK_TOKENS": "4"}
-    args = ["--responses", str(rules), "--model-config", f"{QWEN}:tokens=6,latency_ms=1"]
+    args = [
+        *("--config", str(config), "--responses", str(rules)),
+        *("--model-config", f"{QWEN}:tokens=6,latency_ms=1"),
+    ]
     with _start(tmp_path, *args, env=env) as server:
         async with aiohttp.ClientSession(base_url=server.url) as http:
             status, body, _ = await post_json(http, "/v1/chat/completions", chat("ping"))
@@ -584,7 +598,11 @@ async def test_cli_files_env_and_auth(tmp_path: Path) -> None:
             _, body, _ = await post_json(
                 http, "/v1/chat/completions", chat("other", "kimi-k2.6"), headers=auth
             )
-            assert body["usage"]["completion_tokens"] == 4  # from the environment
+            assert body["usage"]["completion_tokens"] == 4  # the environment beats the file
+            _, body, _ = await post_json(
+                http, "/v1/chat/completions", chat("other", "moonshot-v1-8k"), headers=auth
+            )
+            assert body["usage"]["completion_tokens"] == 2  # per-model, from the file
             system = {
                 "model": QWEN,
                 "stream": False,

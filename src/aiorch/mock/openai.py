@@ -184,8 +184,10 @@ async def _stream(
     tail = b',"usage":null}\n\n' if include_usage else b"}\n\n"
     suffix = b',"finish_reason":null}]' + tail
 
-    chunks = [prefix + _encode({"reasoning_content": p}) + suffix for p in answer.reasoning]
-    chunks += [prefix + _encode({"content": p}) + suffix for p in answer.content]
+    thinking, speaking = prefix + b'{"reasoning_content":', prefix + b'{"content":'
+    end = b"}" + suffix
+    chunks = [thinking + _encode(p) + end for p in answer.reasoning]
+    chunks += [speaking + _encode(p) + end for p in answer.content]
     role = prefix + b'{"role":"assistant","content":""}' + suffix
     usage = _usage(job, answer)
     final = b"".join(

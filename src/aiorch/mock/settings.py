@@ -118,6 +118,8 @@ def _coerce(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
             raise ConfigError(
                 f"{where}: unknown field {key!r}; known: {', '.join(sorted(BEHAVIOUR_FIELDS))}"
             )
+        if name == "fault" and isinstance(value, str):
+            value = value.lower()
         if name in ("fault", "fault_models") and isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip() and v.strip() != "none"]
         out[name] = value
