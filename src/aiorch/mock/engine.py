@@ -22,7 +22,7 @@ from aiorch.mock.settings import (
     header_overrides,
     merge,
 )
-from aiorch.mock.state import MockState, Recent
+from aiorch.mock.state import RECENT_BODY_BYTES, MockState, Recent
 from aiorch.mock.text import Answer
 
 STATE = web.AppKey("aiorch_mock_state", MockState)
@@ -89,7 +89,8 @@ def record(state: MockState, request: web.Request, endpoint: str, body: bytes) -
     stats = state.stats
     stats.requests_total += 1
     stats.by_endpoint[endpoint] += 1
-    state.recent.append(Recent(time.time(), endpoint, request.headers, body))
+    kept = body if len(body) <= RECENT_BODY_BYTES else b""
+    state.recent.append(Recent(time.time(), endpoint, request.headers, kept, len(body)))
 
 
 def prepare(
@@ -119,14 +120,14 @@ def prepare(
 
     behaviour = state.behaviour_for(model)
     prompt = "\n".join(f"{role}: {text}" for role, text in messages)
-    prompt_key: str | None = None
+    prompt_key: int | None = None
     if overrides:
         if "fault" in overrides:
             # A fault asked for by one request fires every time unless it says otherwise, and
             # its fault_limit counts per prompt ("fail this prompt once, then answer").
             # The run's fault_rate, fault_limit and fault_models do not apply to it.
             overrides = {"fault_rate": "1", "fault_limit": "0", "fault_models": "", **overrides}
-            prompt_key = prompt
+            prompt_key = hash(prompt)
         where = "X-Mock-* header" if headers else "[[mock: ...]] directive"
         behaviour = merge(behaviour, overrides, where)
     fault = state.choose_fault(behaviour, model, prompt_key) if behaviour.fault else None

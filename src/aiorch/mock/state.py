@@ -22,6 +22,7 @@ from aiorch.mock.settings import Behaviour, FaultName, MockConfig, merge
 from aiorch.mock.text import Generator
 
 RECENT_REQUESTS = 200
+RECENT_BODY_BYTES = 256 * 1024  # keeps the log small even when tests send huge contexts
 
 
 @dataclass(slots=True)
@@ -54,15 +55,24 @@ class Recent:
     at: float
     endpoint: str
     headers: Mapping[str, str]
-    body: bytes
+    body: bytes  # up to RECENT_BODY_BYTES; longer bodies are not kept (their size is)
+    size: int
 
     def as_json(self) -> dict[str, Any]:
-        try:
-            body: Any = msgspec.json.decode(self.body)
-        except msgspec.DecodeError:
-            body = self.body.decode(errors="replace")
+        body: Any = None
+        if self.size <= RECENT_BODY_BYTES:
+            try:
+                body = msgspec.json.decode(self.body)
+            except msgspec.DecodeError:
+                body = self.body.decode(errors="replace")
         headers = {k: v for k, v in self.headers.items() if k.lower() != "authorization"}
-        return {"at": self.at, "endpoint": self.endpoint, "headers": headers, "body": body}
+        return {
+            "at": self.at,
+            "endpoint": self.endpoint,
+            "headers": headers,
+            "body": body,
+            "body_bytes": self.size,
+        }
 
 
 class MockState:
@@ -89,7 +99,7 @@ class MockState:
         self.models = frozenset(config.served_models())
         self.generator = Generator(config.responses)
         self.rng = random.Random(config.seed)
-        self.fault_counts: Counter[tuple[str, str | None]] = Counter()
+        self.fault_counts: Counter[tuple[str, int | None]] = Counter()
 
     def reset(self) -> None:
         self.stats = Stats(in_flight=self.stats.in_flight)
@@ -107,7 +117,7 @@ class MockState:
         return self.per_model.get(model, self.behaviour)
 
     def choose_fault(
-        self, behaviour: Behaviour, model: str, prompt_key: str | None
+        self, behaviour: Behaviour, model: str, prompt_key: int | None
     ) -> FaultName | None:
         """Pick a fault for this request, or none. `prompt_key` is set for request-level faults,
         so `fault_limit` counts per model and prompt ("fail this prompt once") rather than per

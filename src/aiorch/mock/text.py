@@ -38,7 +38,8 @@ _CODE_HINTS = (
     "refactor", "compile", "код", "функци", "реализ",
 )
 # fmt: on
-_CACHE_SIZE = 4096
+_CACHE_ENTRIES = 4096
+_CACHE_MAX_TOKENS = 4096  # longer answers are regenerated: cheap next to sending them
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +100,8 @@ def _code_block(stream: bytes) -> list[str]:
     ]
 
 
-def _words(key: str, count: int, code: bool, vocabulary: tuple[str, ...]) -> tuple[str, ...]:
-    stream = hashlib.shake_128(key.encode()).digest(2 * count + 8)
+def _words(key: bytes, count: int, code: bool, vocabulary: tuple[str, ...]) -> tuple[str, ...]:
+    stream = hashlib.shake_128(key).digest(2 * count + 8)
     if not (code and count >= 12):
         return _end(_sentences(stream, vocabulary, count))
     block = _code_block(stream[-2:])
@@ -112,18 +113,28 @@ def _words(key: str, count: int, code: bool, vocabulary: tuple[str, ...]) -> tup
     return _end(parts)
 
 
+@dataclass(frozen=True, slots=True)
+class _Script:
+    match: re.Pattern[str]
+    model: re.Pattern[str] | None
+    content: tuple[str, ...]
+    reasoning: tuple[str, ...]
+
+
 class Generator:
     """Answers for prompts, with a bounded cache so repeated prompts cost a dict lookup."""
 
     def __init__(self, rules: tuple[Rule, ...] = ()) -> None:
-        self._rules = [
-            (re.compile(r.match), None if r.model is None else re.compile(r.model), r)
+        self._scripts = [
+            _Script(
+                re.compile(r.match),
+                None if r.model is None else re.compile(r.model),
+                pieces(r.content),
+                pieces(r.reasoning or ""),
+            )
             for r in rules
         ]
-        self._scripted = {
-            id(r): (pieces(r.content), pieces(r.reasoning or "")) for _, _, r in self._rules
-        }
-        self._cache: dict[tuple[object, ...], tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        self._cache: dict[tuple[bytes, int, int], tuple[tuple[str, ...], tuple[str, ...]]] = {}
 
     def answer(
         self,
@@ -137,13 +148,16 @@ class Generator:
         thinking: bool,
         max_tokens: int | None,
     ) -> Answer:
-        key = (model, prompt, tokens, reasoning_tokens if thinking else -1)
+        # A digest, not the prompt, keys the cache: prompts can be megabytes long.
+        digest = hashlib.blake2b(f"{model}\x1f{prompt}".encode(), digest_size=16).digest()
+        key = (digest, tokens, reasoning_tokens if thinking else -1)
         found = self._cache.get(key)
         if found is None:
-            found = self._make(model, prompt, last_user, system, tokens, reasoning_tokens, thinking)
-            if len(self._cache) >= _CACHE_SIZE:
+            found = self._make(digest, model, last_user, system, tokens, reasoning_tokens, thinking)
+            if len(self._cache) >= _CACHE_ENTRIES:
                 self._cache.clear()  # cheap and bounded; load tests rarely reuse old prompts
-            self._cache[key] = found
+            if len(found[0]) + len(found[1]) <= _CACHE_MAX_TOKENS:
+                self._cache[key] = found
         reasoning, content = found
         if max_tokens is None or len(reasoning) + len(content) <= max_tokens:
             return Answer(reasoning, content, "stop")
@@ -154,28 +168,26 @@ class Generator:
 
     def _make(
         self,
+        digest: bytes,
         model: str,
-        prompt: str,
         last_user: str,
         system: str,
         tokens: int,
         reasoning_tokens: int,
         thinking: bool,
     ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        key = f"{model}\x1f{prompt}"
-        for match, model_match, rule in self._rules:
-            if model_match is not None and model_match.search(model) is None:
+        reasoning: tuple[str, ...] = ()
+        for script in self._scripts:
+            if script.model is not None and script.model.search(model) is None:
                 continue
-            if match.search(last_user) or match.search(system):
-                content, reasoning = self._scripted[id(rule)]
-                if not thinking:
-                    return (), content
-                if not reasoning:
-                    reasoning = _words(f"r\x1f{key}", reasoning_tokens, False, _REASONING_WORDS)
-                return reasoning, content
+            if script.match.search(last_user) or script.match.search(system):
+                if thinking:
+                    reasoning = script.reasoning or _words(
+                        b"r" + digest, reasoning_tokens, False, _REASONING_WORDS
+                    )
+                return reasoning, script.content
         lowered = last_user.lower()
         code = any(hint in lowered for hint in _CODE_HINTS)
-        content = _words(key, tokens, code, _WORDS)
-        if not thinking:
-            return (), content
-        return _words(f"r\x1f{key}", reasoning_tokens, False, _REASONING_WORDS), content
+        if thinking:
+            reasoning = _words(b"r" + digest, reasoning_tokens, False, _REASONING_WORDS)
+        return reasoning, _words(digest, tokens, code, _WORDS)
