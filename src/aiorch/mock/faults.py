@@ -48,7 +48,6 @@ _ERRORS: dict[str, tuple[int, str, str, int, str]] = {
     ),
 }
 ERROR_FAULTS: frozenset[str] = frozenset(_ERRORS)
-STREAM_FAULTS: frozenset[str] = frozenset({"malformed", "cut", "slow_first_token"})
 
 
 def openai_error(status: int, error_type: str, message: str) -> web.Response:
@@ -105,3 +104,18 @@ def gone() -> web.Response:
     """What a handler returns once it broke its connection on purpose: aiohttp's attempt to
     send it fails quietly, which is what should happen."""
     return web.Response(status=499)
+
+
+async def instead_of_answer(
+    fault: FaultName, dialect: Dialect, request: web.Request, behaviour: Behaviour
+) -> web.StreamResponse | None:
+    """Act out a fault that replaces the answer; None for those that shape it (malformed, cut,
+    slow_first_token), which the dialects render."""
+    if fault in ERROR_FAULTS:
+        return error_response(fault, dialect, behaviour)
+    if fault == "reset":
+        reset_connection(request)
+        return gone()
+    if fault == "hang":
+        return await hang(request, behaviour)
+    return None

@@ -83,15 +83,10 @@ async def chat(request: web.Request) -> web.StreamResponse:
     except ConfigError as error:
         return faults.ollama_error(400, str(error))
     await job.wait_latency()
-    fault = job.fault
-    if fault is not None:
-        if fault in faults.ERROR_FAULTS:
-            return faults.error_response(fault, "ollama", job.behaviour)
-        if fault == "reset":
-            faults.reset_connection(request)
-            return faults.gone()
-        if fault == "hang":
-            return await faults.hang(request, job.behaviour)
+    if job.fault is not None:
+        instead = await faults.instead_of_answer(job.fault, "ollama", request, job.behaviour)
+        if instead is not None:
+            return instead
     loaded_at = time.perf_counter()
     load_s = await job.load_model()
     if not body.messages:

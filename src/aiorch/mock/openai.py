@@ -120,15 +120,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     except ConfigError as error:
         return _invalid(str(error))
     await job.wait_latency()
-    fault = job.fault
-    if fault is not None:
-        if fault in faults.ERROR_FAULTS:
-            return faults.error_response(fault, "openai", job.behaviour)
-        if fault == "reset":
-            faults.reset_connection(request)
-            return faults.gone()
-        if fault == "hang":
-            return await faults.hang(request, job.behaviour)
+    if job.fault is not None:
+        instead = await faults.instead_of_answer(job.fault, "openai", request, job.behaviour)
+        if instead is not None:
+            return instead
     await job.load_model()
     answer = job.answer()
     include_usage = chat.stream_options is not None and chat.stream_options.include_usage
