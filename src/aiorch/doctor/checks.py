@@ -22,8 +22,8 @@ def metrics(obs: Observation) -> list[Finding]:
                 Severity.CRITICAL,
                 f"Cannot read aiorch's metrics: {obs.metrics_error}",
                 next_step=(
-                    f"Check that aiorch is running and reachable: `curl -s {obs.window.url}`. "
-                    "Without metrics every other check is blind."
+                    f"Check that it is running and reachable from here: `curl -s {obs.window.url}`."
+                    " Without metrics every other check is blind."
                 ),
                 evidence={"url": obs.window.url},
                 runbook="aiorchmetricsdown",

@@ -125,7 +125,7 @@ def observe(
             view = View(_samples(api, job, None))
     except SourceError as error:
         return Observation(
-            Window("prometheus", where, 0.0, False, str(error)),
+            Window("prometheus", where, 0.0, False, "no figures: see below"),
             None,
             metrics_error=str(error),
             expected_families=len(expected),

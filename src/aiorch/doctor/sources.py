@@ -125,7 +125,7 @@ def observe(
             wait(interval)
             second = scrape(base_url, timeout=timeout, token=token)
     except SourceError as error:
-        window = Window("metrics", f"{base_url}/metrics", interval, False, str(error))
+        window = Window("metrics", f"{base_url}/metrics", interval, False, "no figures: see below")
         ready, ready_error = read_readiness(base_url, timeout)
         return Observation(
             window,
