@@ -19,7 +19,11 @@ from aiorch.doctor.observation import Observation, Thresholds
 from aiorch.doctor.render import render, to_json
 
 
-@click.command(context_settings={"show_default": True, "max_content_width": 100})
+@click.command(
+    context_settings={"show_default": True, "max_content_width": 100},
+    epilog="Exit codes: 0 healthy, 1 warnings, 2 an SLO breached or an endpoint down. "
+    "See docs/doctor.md.",
+)
 @click.option(
     "--url",
     default="http://127.0.0.1:8000",

@@ -75,7 +75,7 @@ def fallbacks(obs: Observation, view: View, thresholds: Thresholds) -> list[Find
             ),
             next_step=(
                 "Open the Orchestrator Fallbacks panel. "
-                + (_sentence("; ".join(hints)) if hints else "")
+                + (_sentence("; ".join(hints)) + " " if hints else "")
                 + "Check the other service can take the extra load."
             ),
             evidence=evidence,
@@ -215,12 +215,9 @@ def errors(obs: Observation, view: View, thresholds: Thresholds) -> list[Finding
                 + ", ".join(f"{t} {count(v)}" for t, v in types)
                 + (f"), {percent(error_share)} of queries." if error_share is not None else ").")
                 + (f" {', '.join(account)} will not recover by waiting." if account else ""),
-                next_step=(
-                    "Open the Errors by Type panel. "
-                    + "; ".join(
-                        f"{t} means {REASON_HINTS[t]}" for t, _ in types if t in REASON_HINTS
-                    )
-                    + "."
+                next_step="Open the Errors by Type panel. "
+                + _sentence(
+                    "; ".join(f"{t} means {REASON_HINTS[t]}" for t, _ in types if t in REASON_HINTS)
                 ),
                 evidence={
                     "errors": rounded(total, 2),
@@ -291,4 +288,5 @@ def saturation(obs: Observation, view: View, thresholds: Thresholds) -> list[Fin
 
 
 def _sentence(text: str) -> str:
-    return text[:1].upper() + text[1:] + ". "
+    """`text` as a sentence: capitalised (only its first letter) and with a full stop."""
+    return f"{text[:1].upper()}{text[1:]}." if text else ""
