@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -135,6 +136,14 @@ class ServerSettings(_Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
     rate_limit_burst: int = 20
     log_prompts: bool = False
     shutdown_grace_seconds: float = 30.0
+
+    def __repr__(self) -> str:  # never show the metrics token or a password in the Redis URL
+        redis = None if self.redis_url is None else re.sub(r"//[^@/]*@", "//***@", self.redis_url)
+        return (
+            f"ServerSettings(host={self.host}, port={self.port}, "
+            f"api_keys={len(self.api_key_hashes)}, "
+            f"metrics_token={'***' if self.metrics_token else None}, redis_url={redis})"
+        )
 
 
 class FlowSettings(_Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
