@@ -1,0 +1,416 @@
+"""The fault matrix: every mock fault x plain/streaming x with/without a healthy fallback.
+
+Kimi (the Moonshot-style API) is asked first for reasoning queries and Qwen (Ollama) second.
+"With fallback" injects the fault into Kimi only; "without" into both, and the OpenAI-compatible
+endpoint pinned to Kimi has no fallback at all. Every case must end, within the deadlines, in an
+answer or a clear JSON or SSE error, and the fallback metric must carry the right reason.
+
+All cases run at once against one service (the breaker is disabled there; prompts are unique),
+so the matrix costs about one hung request's deadlines rather than the sum of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from aiorch.mock.settings import FAULT_NAMES
+from tests.integration.reliability_support import (
+    ANTI_HANG_S,
+    FIRST_TOKEN_S,
+    TIMEOUT_S,
+    Outcome,
+    aiorch_service,
+    counters,
+    directive,
+    mock_upstream,
+    send,
+    send_all,
+)
+from tests.integration.service_support import Mock, Service, unique, wait_until
+
+pytestmark = pytest.mark.slow
+
+# How each fault reads once Kimi's (Moonshot dialect) failure is classified: the fallback reason.
+KIMI_REASON = {
+    "http_500": "upstream_error",
+    "http_502": "upstream_error",
+    "http_503": "overloaded",
+    "rate_limit": "rate_limited",  # rate_limit_reached_error: retryable
+    "overloaded": "overloaded",  # engine_overloaded_error: retryable
+    "quota": "quota_exceeded",  # exceeded_current_quota_error: never retried
+    "hang": "timeout",
+    "reset": "connection_error",
+    "malformed": "bad_response",
+    "cut": "connection_error",  # a plain answer cut short; in a stream, see MID_STREAM
+    "slow_first_token": "timeout",
+    "cut_early": "connection_error",  # a stream cut before its first token
+}
+# Ollama (Qwen) has no error.type, but its wording tells a used-up plan from a brief limit.
+QWEN_TYPE = KIMI_REASON
+# Faults that strike a stream after chunks reached the client: `cut` sends five chunks first in
+# both dialects; Ollama's `malformed` sends one good line before the broken one.
+KIMI_MID_STREAM = frozenset({"cut"})
+QWEN_MID_STREAM = frozenset({"cut", "malformed"})
+CASES_FAULTS = (*FAULT_NAMES, "cut_early")
+
+
+def status_for(*kinds: str) -> int:
+    """What the service answers when every attempt failed: the SPEC's 502/503/504."""
+    if set(kinds) == {"timeout"}:
+        return 504
+    if set(kinds) <= {"overloaded", "rate_limited", "quota_exceeded", "circuit_open"}:
+        return 503
+    return 502
+
+
+@dataclass(frozen=True)
+class Case:
+    fault: str
+    surface: str  # "api" (/api/ai/query, Kimi then Qwen) or "v1" (/v1, pinned to Kimi)
+    stream: bool
+    fallback: bool  # whether Qwen is healthy
+
+    @property
+    def fails_mid_stream(self) -> str | None:
+        """The service whose stream breaks after the client saw data, if any."""
+        if not self.stream:
+            return None
+        if self.fault in KIMI_MID_STREAM:
+            return "kimi"
+        if self.surface == "api" and not self.fallback and self.fault in QWEN_MID_STREAM:
+            return "qwen"
+        return None
+
+    @property
+    def id(self) -> str:
+        mode = "stream" if self.stream else "plain"
+        return f"{self.fault}-{self.surface}-{mode}-{'fallback' if self.fallback else 'alone'}"
+
+    def request(self) -> tuple[str, dict[str, Any]]:
+        fault = "cut" if self.fault == "cut_early" else self.fault
+        fields: dict[str, object] = {"fault_models": "kimi"} if self.fallback else {}
+        if self.fault == "cut_early":
+            fields["cut_after"] = 0
+        text = (
+            unique(f"Explain why the build is slow [{self.id}]") + " " + directive(fault, **fields)
+        )
+        if self.surface == "api":
+            body = {"query": text, "query_type": "reasoning", "use_cache": False}
+            return "/api/ai/query", {**body, "stream": self.stream}
+        messages = [{"role": "user", "content": text}]
+        return "/v1/chat/completions", {
+            "model": "kimi",
+            "messages": messages,
+            "stream": self.stream,
+        }
+
+
+CASES = [
+    Case(fault, surface, stream, fallback)
+    for fault in CASES_FAULTS
+    for surface, fallbacks in (("api", (True, False)), ("v1", (False,)))
+    for fallback in fallbacks
+    for stream in (False, True)
+    if not (fault == "cut_early" and not stream)
+]
+
+
+@dataclass
+class Matrix:
+    service: Service
+    outcomes: dict[str, Outcome]
+    metrics_before: str
+    metrics_after: str
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Mock, Service]]:
+    tmp = tmp_path_factory.mktemp("faults")
+    with mock_upstream(tmp) as mock, aiorch_service(tmp, mock, name="faults") as service:
+        yield mock, service
+
+
+@pytest.fixture(scope="module")
+def matrix(stack: tuple[Mock, Service]) -> Matrix:
+    mock, service = stack
+    before = service.metrics()
+    requests = [case.request() for case in CASES]
+    outcomes = asyncio.run(send_all(service.url, requests, concurrency=len(requests)))
+    # Nothing is left hanging upstream either: every abandoned call was cancelled.
+    wait_until(lambda: mock.stats()["in_flight"] == 0, "the mock to finish every request")
+    return Matrix(
+        service,
+        {case.id: outcome for case, outcome in zip(CASES, outcomes, strict=True)},
+        before,
+        service.metrics(),
+    )
+
+
+def _error(outcome: Outcome) -> dict[str, Any]:
+    assert isinstance(outcome.body, dict), outcome.text[:500]
+    error: dict[str, Any] = outcome.body["error"]
+    assert error["message"]  # says what went wrong
+    return error
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_every_case_ends_in_an_answer_or_a_clear_error(matrix: Matrix, case: Case) -> None:
+    outcome = matrix.outcomes[case.id]
+    assert outcome.transport_error is None, outcome.transport_error
+    assert outcome.seconds < ANTI_HANG_S, f"took {outcome.seconds:.1f} s"
+    broken = case.fails_mid_stream
+
+    if broken is not None:
+        # Data reached the client: no fallback, and an explicit error instead of a short 200.
+        assert outcome.status == 200
+        assert outcome.error_events, outcome.text[-500:]
+        error = json.loads(outcome.error_events[-1].data)["error"]
+        assert error["type"] == "stream_interrupted"
+        assert error["message"].startswith(broken)
+        if case.surface == "api":
+            meta = outcome.event("meta")
+            assert meta is not None
+            assert meta["selected_service"] == broken
+            if broken == "qwen":  # Kimi failed before its first chunk: that was a fallback
+                assert meta["fallback"]["reason"] == KIMI_REASON[case.fault]
+            assert outcome.event("done") is None
+        else:
+            assert "data: [DONE]" not in outcome.text
+        return
+
+    if case.fallback:
+        reason = KIMI_REASON[case.fault]
+        expected = {"from_service": "kimi", "to_service": "qwen", "reason": reason}
+        assert outcome.status == 200, outcome.text[:500]
+        if case.stream:
+            meta = outcome.event("meta")
+            assert meta is not None
+            assert meta["selected_service"] == "qwen"
+            assert meta["fallback"] == expected
+            assert outcome.event("done") is not None
+            assert not outcome.error_events
+        else:
+            assert outcome.body["selected_service"] == "qwen"
+            assert outcome.body["fallback"] == expected
+            assert outcome.body["answer"]
+        return
+
+    # No healthy fallback: a JSON error (before any output, streams answer in JSON too).
+    error = _error(outcome)
+    assert error["type"] == "all_backends_failed"
+    kinds = [a["error_type"] for a in error["attempts"]]
+    if case.surface == "api":
+        assert kinds == [KIMI_REASON[case.fault], QWEN_TYPE[case.fault]]
+        assert [a["service"] for a in error["attempts"]] == ["kimi", "qwen"]
+    else:
+        assert kinds == [KIMI_REASON[case.fault]]
+    assert outcome.status == status_for(*kinds)
+
+
+def test_fallback_metric_counts_each_move_with_its_reason(matrix: Matrix) -> None:
+    expected: Counter[str] = Counter()
+    for case in CASES:
+        if case.surface == "api" and case.fails_mid_stream != "kimi":
+            expected[KIMI_REASON[case.fault]] += 1
+    before = counters(matrix.metrics_before, "orchestrator_fallback_total")
+    after = counters(matrix.metrics_after, "orchestrator_fallback_total")
+    moved: Counter[str] = Counter()
+    for labels, value in after.items():
+        label = dict(labels)
+        assert (label["from_service"], label["to_service"]) == ("kimi", "qwen")
+        moved[label["reason"]] += int(value - before.get(labels, 0.0))
+    assert +moved == +expected
+
+
+def test_no_request_is_left_in_flight(matrix: Matrix) -> None:
+    wait_until(
+        lambda: matrix.service.metric("orchestrator_in_flight_requests") == 0,
+        "in-flight requests to drain",
+    )
+
+
+def test_quota_is_never_retried_and_rate_limits_are(matrix: Matrix) -> None:
+    retries = counters(matrix.metrics_after, "orchestrator_retries_total")
+    reasons = {dict(labels)["reason"] for labels, value in retries.items() if value > 0}
+    assert "quota_exceeded" not in reasons
+    assert reasons & {"rate_limited", "overloaded", "upstream_error", "connection_error"}
+
+
+# ---------------------------------------------------------------------------- deadlines
+
+
+async def test_total_deadline_ends_a_hung_call(stack: tuple[Mock, Service]) -> None:
+    _, service = stack
+    body = {
+        "query": unique("Explain why") + " " + directive("hang"),
+        "model": "kimi",
+        "use_cache": False,
+    }
+    async with httpx.AsyncClient(base_url=service.url, timeout=ANTI_HANG_S + 10) as client:
+        outcome = await send(client, "/api/ai/query", body)
+    assert outcome.status == 504
+    assert f"within its {TIMEOUT_S:g} s deadline" in _error(outcome)["message"]
+
+
+async def test_first_token_deadline_is_shorter_than_the_total(stack: tuple[Mock, Service]) -> None:
+    _, service = stack
+    body = {
+        "query": unique("Explain why") + " " + directive("slow_first_token"),
+        "model": "kimi",
+        "stream": True,
+    }
+    async with httpx.AsyncClient(base_url=service.url, timeout=ANTI_HANG_S + 10) as client:
+        outcome = await send(client, "/api/ai/query", body)
+    assert outcome.status == 504
+    assert f"sent no token within {FIRST_TOKEN_S:g} s" in _error(outcome)["message"]
+
+
+async def test_total_deadline_ends_a_stream_that_is_too_slow(stack: tuple[Mock, Service]) -> None:
+    _, service = stack
+    # 50 tokens at 10 a second: five seconds, more than the two-second deadline.
+    body = {
+        "query": unique("Explain why") + " " + directive(tokens=50, tokens_per_second=10),
+        "model": "kimi",
+        "stream": True,
+    }
+    async with httpx.AsyncClient(base_url=service.url, timeout=ANTI_HANG_S + 10) as client:
+        outcome = await send(client, "/api/ai/query", body)
+    assert outcome.status == 200
+    error = json.loads(outcome.error_events[-1].data)["error"]
+    assert error["type"] == "stream_interrupted"
+    assert "deadline" in error["message"]
+
+
+@pytest.fixture
+def unanswered_port() -> Iterator[int]:
+    """A port whose accept queue is full: a connection attempt gets no answer at all."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port))  # takes the only queue slot
+    try:
+        yield port
+    finally:
+        filler.close()
+        listener.close()
+
+
+def test_connect_deadline_fires_long_before_the_total(
+    tmp_path_factory: pytest.TempPathFactory, unanswered_port: int
+) -> None:
+    tmp = tmp_path_factory.mktemp("connect")
+    toml = "[kimi]\nconnect_timeout = 0.3\n[retry]\nattempts = 1\n"
+    with aiorch_service(
+        tmp,
+        None,
+        toml=toml,
+        name="connect",
+        KIMI_BASE_URL=f"http://127.0.0.1:{unanswered_port}/v1",
+        KIMI_API_KEY="sk-unused",
+        KIMI_TIMEOUT="30",
+    ) as service:
+        started = time.perf_counter()
+        response = service.query({"query": unique("Explain why"), "model": "kimi"})
+        elapsed = time.perf_counter() - started
+    assert response.status_code == 504
+    assert response.json()["error"]["attempts"][0]["error_type"] == "timeout"
+    assert elapsed < 15, "the 30 s total deadline, not the 0.3 s connect deadline, ended it"
+
+
+# ---------------------------------------------------------------------------- coalescing
+
+
+async def test_identical_concurrent_queries_share_one_upstream_call(
+    stack: tuple[Mock, Service],
+) -> None:
+    mock, service = stack
+    marker = unique("Explain why coalescing works")
+    body = {"query": f"{marker} {directive(latency_ms=1500)}", "query_type": "reasoning"}
+    coalesced_before = service.metric("orchestrator_coalesced_total")
+    count = 12
+    outcomes = await send_all(service.url, [("/api/ai/query", body)] * count, concurrency=count)
+    assert [o.status for o in outcomes] == [200] * count
+    assert len({o.body["answer"] for o in outcomes}) == 1
+    assert len({o.body["request_id"] for o in outcomes}) == count  # each keeps its own id
+    assert len(mock.requests_mentioning(marker)) == 1
+    assert service.metric("orchestrator_coalesced_total") - coalesced_before == count - 1
+
+
+# ---------------------------------------------------------------------------- breaker
+
+
+BREAKER_TOML = """
+[retry]
+attempts = 1
+[breaker]
+failure_threshold = 3
+reset_seconds = 1.0
+"""
+
+
+def test_breaker_opens_skips_the_backend_and_probes_it_back(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    tmp = tmp_path_factory.mktemp("breaker")
+    with (
+        mock_upstream(tmp) as mock,
+        aiorch_service(tmp, mock, toml=BREAKER_TOML, name="breaker") as service,
+    ):
+
+        def ask(fault: str | None = None, **fields: object) -> httpx.Response:
+            text = unique("Explain why") + " " + directive(fault, **fields)
+            return service.query({"query": text, "model": "kimi", "use_cache": False})
+
+        def kimi_calls() -> int:
+            return int(mock.stats()["by_model"].get("kimi-k2-thinking", 0))
+
+        def state() -> float:
+            return service.metric("orchestrator_circuit_breaker_state", service="kimi")
+
+        assert state() == 0
+        for _ in range(3):
+            assert ask("http_500").status_code == 502
+        assert state() == 2  # open
+        calls = kimi_calls()
+        refused = ask()
+        assert refused.status_code == 503
+        assert refused.json()["error"]["attempts"][0]["error_type"] == "circuit_open"
+        assert kimi_calls() == calls  # skipped at once, not called
+
+        # With a fallback on the route, the open breaker is one more reason to move on.
+        moved = service.query({"query": unique("Explain why"), "query_type": "reasoning"})
+        assert moved.status_code == 200
+        assert moved.json()["fallback"]["reason"] == "circuit_open"
+
+        # After reset_seconds one slow probe goes through; meanwhile everyone else is refused.
+        async def probe_while_others_wait() -> tuple[Outcome, list[Outcome]]:
+            async with httpx.AsyncClient(base_url=service.url, timeout=ANTI_HANG_S) as client:
+                body = {
+                    "query": unique("Explain why") + " " + directive(latency_ms=1000),
+                    "model": "kimi",
+                }
+                probe = asyncio.ensure_future(send(client, "/api/ai/query", body))
+                await asyncio.sleep(0.3)
+                others = [
+                    await send(client, "/api/ai/query", {"query": unique("Why"), "model": "kimi"})
+                    for _ in range(2)
+                ]
+                return await probe, others
+
+        time.sleep(1.1)
+        probe, others = asyncio.run(probe_while_others_wait())
+        assert [o.status for o in others] == [503, 503]
+        assert probe.status == 200
+        assert state() == 0  # closed again
+        assert ask().status_code == 200
