@@ -156,7 +156,7 @@ def test_the_slo_thresholds_decide() -> None:
 def test_agent_latency_is_judged_against_its_models_service() -> None:
     tight = Thresholds(slo_seconds={"kimi": 0.2, "qwen": 15.0})
     report = diagnose(observe("slow_kimi_after.prom", before="slow_kimi_before.prom"), tight)
-    agent = next(f for f in report.findings if f.check == "agent_latency.direct")
+    agent = next(f for f in report.findings if f.check == "agent_latency.direct.kimi-k2-thinking")
     assert agent.severity is Severity.WARNING
     assert agent.evidence["service"] == "kimi"
     assert agent.evidence["slo_seconds"] == 0.2

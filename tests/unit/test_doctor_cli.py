@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -165,3 +166,25 @@ def test_two_scrapes_wait_between_them(stand: Stand) -> None:
     assert observation.window.queries == 6
     assert observation.view is not None
     assert observation.view.total("kimi_queries_total") == 6
+
+
+def test_a_port_that_does_not_speak_http_is_a_clear_exit_2() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+
+        def answer_garbage() -> None:
+            for _ in range(2):  # /metrics, then /readyz
+                connection, _ = listener.accept()
+                with connection:
+                    connection.recv(4096)
+                    connection.sendall(b"-ERR unknown command\r\n")
+
+        thread = threading.Thread(target=answer_garbage, daemon=True)
+        thread.start()
+        result = doctor("--url", f"http://127.0.0.1:{listener.getsockname()[1]}", "--json")
+        thread.join(timeout=10)
+    assert result.exit_code == 2
+    top = json.loads(result.output)["findings"][0]
+    assert top["check"] == "metrics"
+    assert "BadStatusLine" in top["summary"]

@@ -209,7 +209,7 @@ def agent_latency(obs: Observation, view: View, thresholds: Thresholds) -> list[
         whose = f"{name(service)}'s" if service else "the"
         findings.append(
             Finding(
-                f"agent_latency.{agent}",
+                f"agent_latency.{agent}.{model}",
                 Severity.WARNING,
                 f"Agent {agent!r} answers from {model} take p95 {seconds(p95)}, above {whose} "
                 f"{seconds(ceiling)} SLO (p50 {seconds(histogram.quantile(0.5))}, "

@@ -6,6 +6,7 @@ act on (what was called, what happened, what to check); nothing here lets a trac
 
 from __future__ import annotations
 
+import http.client
 import socket
 import time
 import urllib.error
@@ -52,8 +53,9 @@ def fetch(url: str, *, timeout: float, headers: dict[str, str] | None = None) ->
         raise SourceError(f"cannot reach {url}: {_reason(error.reason)}") from None
     except TimeoutError:
         raise SourceError(f"{url} did not answer within {timeout:g} s") from None
-    except (OSError, ValueError) as error:
-        raise SourceError(f"cannot read {url}: {error}") from None
+    except (OSError, ValueError, http.client.HTTPException) as error:
+        # HTTPException: something answered that does not speak HTTP, or hung up mid-answer.
+        raise SourceError(f"cannot read {url}: {error!r}") from None
 
 
 def _reason(reason: object) -> str:
