@@ -72,7 +72,8 @@ def wrk_version() -> str:
     if path is None:
         return "not installed"
     out = subprocess.run([path, "--version"], capture_output=True, text=True, check=False)
-    return (out.stdout or out.stderr).splitlines()[0].strip()
+    first = (out.stdout or out.stderr).splitlines()[0]
+    return first.split("[")[0].split("Copyright")[0].strip()  # "wrk 4.1.0", no banner
 
 
 def _lua_string(text: str) -> str:
