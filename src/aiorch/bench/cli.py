@@ -100,7 +100,9 @@ def pick_items(mix: Path | None, query: str | None, query_type: str | None) -> l
 @click.option("--stream/--no-stream", default=False, help="Ask for a streamed answer (SSE).")
 @click.option("--model", default="auto", help="auto, kimi, qwen or a model id (--target http).")
 @click.option("--api-key", default=None, help="Bearer key for a protected aiorch.")
-@click.option("-n", "--requests", type=click.IntRange(1), default=None, help="Requests to send.")
+@click.option(
+    "-n", "--requests", type=click.IntRange(1), default=None, help="Requests (100 if no -d)."
+)
 @click.option(
     "-d", "--duration", type=click.FloatRange(0, min_open=True), default=None, help="Seconds."
 )
