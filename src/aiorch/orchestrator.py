@@ -363,7 +363,21 @@ class AIOrchestrator:
             await self._cache_guard.set(key, _encode(result), self.settings.cache.ttl_seconds)
 
     async def readiness(self) -> list[Readiness]:
-        return list(await asyncio.gather(*(b.probe() for b in self.backends.values())))
+        """Each backend's probe; a backend whose breaker is open is not ready, whatever it says."""
+        probes = await asyncio.gather(*(b.probe() for b in self.backends.values()))
+        return [
+            self._with_breaker(service, probe)
+            for service, probe in zip(self.backends, probes, strict=True)
+        ]
+
+    def _with_breaker(self, service: Service, probe: Readiness) -> Readiness:
+        state = self.dispatcher.breakers[service].state
+        if state.value == "closed":
+            return probe
+        detail = f"circuit breaker {state.value.replace('_', '-')} after repeated failures"
+        return msgspec.structs.replace(
+            probe, ready=probe.ready and state.value != "open", detail=f"{probe.detail}; {detail}"
+        )
 
     async def close(self) -> None:
         for task in list(self._in_flight.values()):
