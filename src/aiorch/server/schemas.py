@@ -6,6 +6,7 @@ Bodies are msgspec Structs: decoding validates types in one pass and its message
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal, TypeVar
 
 import msgspec
@@ -156,9 +157,19 @@ class InvalidBody(RequestError):
     status_code = 422
 
 
+# msgspec names the field in backticks: "Object missing required field `role`".
+_FIELD = re.compile(r"(?:missing required|contains unknown) field `([^`]+)`")
+
+
 def _param(message: str) -> str | None:
-    _, _, where = message.rpartition("at `$.")
-    return where.rstrip("`").split("[")[0] or None if where else None
+    """The path of the offending field, e.g. `messages[0].role`, from msgspec's message
+    ("... - at `$.messages[0]`"); None when the body as a whole is wrong."""
+    text, found, where = message.rpartition(" - at `$")
+    path = where.rstrip("`").lstrip(".") if found else ""
+    field = _FIELD.search(text if found else message)
+    if field is not None:
+        path = f"{path}.{field.group(1)}" if path else field.group(1)
+    return path or None
 
 
 def openapi(version: str) -> dict[str, Any]:
