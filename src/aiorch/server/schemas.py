@@ -196,10 +196,11 @@ def openapi(version: str) -> dict[str, Any]:
         )
     }
 
-    def post(summary: str, body: Any, answer: Any, stream: bool) -> dict[str, Any]:
-        content: dict[str, Any] = {"application/json": {"schema": answer}}
-        if stream:
-            content["text/event-stream"] = {"schema": {"type": "string"}}
+    def post(summary: str, body: Any, answer: Any, events: tuple[str, ...]) -> dict[str, Any]:
+        content: dict[str, Any] = {
+            "application/json": {"schema": answer},
+            "text/event-stream": {"schema": _sse_event(events)},
+        }
         return {
             "post": {
                 "summary": summary,
@@ -225,9 +226,11 @@ def openapi(version: str) -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "aiorch", "version": version},
         "paths": {
-            "/api/ai/query": post("Classify, route and answer one query.", query, result, True),
+            "/api/ai/query": post(
+                "Classify, route and answer one query.", query, result, QUERY_EVENTS
+            ),
             "/v1/chat/completions": post(
-                "OpenAI-compatible chat completions.", chat, completion, True
+                "OpenAI-compatible chat completions.", chat, completion, CHAT_EVENTS
             ),
             "/v1/models": get("The configured models.", models),
             "/healthz": get("Liveness.", {"type": "object"}),
@@ -235,4 +238,23 @@ def openapi(version: str) -> dict[str, Any]:
             "/metrics": get("Prometheus exposition.", {"type": "string"}, "text/plain"),
         },
         "components": {"schemas": components},
+    }
+
+
+# Event names in each stream; "message" is what SSE calls an event sent without a name.
+QUERY_EVENTS = ("meta", "message", "done", "error")
+CHAT_EVENTS = ("message",)
+
+
+def _sse_event(names: tuple[str, ...]) -> dict[str, Any]:
+    """One server-sent event (in OpenAPI 3.1 the stream's `schema` describes each event, as
+    3.2's `itemSchema` does); `data` is JSON, or `[DONE]` at the end of a chat stream."""
+    return {
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "event": {"type": "string", "enum": list(names)},
+            "data": {"type": "string"},
+            "id": {"type": "string"},
+        },
     }
