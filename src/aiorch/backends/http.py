@@ -31,6 +31,9 @@ from aiorch.errors import (
 # Moonshot's 429 `error.type` values, and OpenAI's equivalents.
 QUOTA_TYPES = frozenset({"exceeded_current_quota_error", "insufficient_quota"})
 OVERLOAD_TYPES = frozenset({"engine_overloaded_error", "overloaded_error"})
+# Ollama's errors are bare strings; its cloud models answer 429 "you have reached your
+# session/hourly/weekly usage limit, ..." when the plan is used up: a quota, not a brief limit.
+OLLAMA_QUOTA_MARK = "usage limit"
 MAX_ERROR_BODY = 64 * 1024
 MAX_MESSAGE = 300
 
@@ -127,7 +130,9 @@ def error_from_response(
         text += f": {_clip(message)}"
     cls: type[BackendError]
     if status == 429:
-        if error_type in QUOTA_TYPES:
+        if error_type in QUOTA_TYPES or (
+            error_type is None and message is not None and OLLAMA_QUOTA_MARK in message.lower()
+        ):
             cls = QuotaExceeded
         elif error_type in OVERLOAD_TYPES:
             cls = BackendOverloaded
