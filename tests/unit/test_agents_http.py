@@ -111,6 +111,7 @@ def test_streamed_flows_send_one_event_per_finished_stage(client: TestClient) ->
     ("body", "status", "message"),
     [
         (b"{not json", 400, "not valid JSON"),
+        (b'{"request": "\xff\xfe"}', 400, "not UTF-8"),
         (b"", 400, "empty"),
         (b'{"stream": true}', 422, "missing required field `request`"),
         (b'{"request": 42}', 422, "Expected `str`, got `int`"),

@@ -30,7 +30,7 @@ from starlette.routing import Route
 from aiorch.agents.flow import FlowEvent, FlowResult, FlowRunner, FlowStarted, StageResult
 from aiorch.agents.prompts import Prompts
 from aiorch.config import Settings
-from aiorch.errors import AiorchError
+from aiorch.errors import AiorchError, RequestError
 from aiorch.orchestrator import AIOrchestrator
 from aiorch.server import sse
 from aiorch.server.responses import JSON, error_response
@@ -61,6 +61,14 @@ def runner_for(request: Request) -> FlowRunner:
 def _settings(request: Request, runner: FlowRunner) -> Settings:
     settings = getattr(request.app.state, "settings", None)
     return settings if isinstance(settings, Settings) else runner.orchestrator.settings
+
+
+def _decode(raw: bytes) -> FlowBody:
+    try:
+        return decode(raw, FlowBody)
+    except UnicodeDecodeError:
+        # msgspec raises this, not a DecodeError, for bad UTF-8 inside a string.
+        raise RequestError("request body is not valid JSON: it is not UTF-8") from None
 
 
 def _check(body: FlowBody, settings: Settings) -> FlowBody:
@@ -96,7 +104,7 @@ async def _run(request: Request, name: str) -> Response:
     try:
         runner = runner_for(request)
         runner.stages(name)  # an unknown flow is a 404 before the body is even read
-        body = _check(decode(await request.body(), FlowBody), _settings(request, runner))
+        body = _check(_decode(await request.body()), _settings(request, runner))
         events = runner.events(
             name,
             body.request,
