@@ -5,7 +5,8 @@ bucket of `burst` tokens refilled at `per_minute / 60` tokens a second; a reques
 or is refused with the seconds until one is there (the 429's Retry-After). With
 `AIORCH_REDIS_URL` the buckets live in Redis, updated by one Lua script so that replicas share
 them atomically; when Redis is slow or gone the limiter falls back to its in-process buckets
-(bounded wait, logged once per incident) rather than refusing or waving everyone through.
+(bounded wait, then Redis is only probed once a second; logged once per incident) rather than
+refusing or waving everyone through.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from aiorch.config import Settings
 log = logging.getLogger(__name__)
 
 MAX_BUCKETS = 10_000  # in-process buckets kept; the least recently used is forgotten
+PROBE_INTERVAL = 1.0  # seconds between attempts to use Redis while it is failing
 
 
 class RateLimiter(Protocol):
@@ -103,18 +105,27 @@ class RedisRateLimiter:
         fallback: MemoryRateLimiter,
         timeout: float,
         close: Callable[[], Awaitable[None]],
+        *,
+        probe_interval: float = PROBE_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._take = take
         self.fallback = fallback
         self.timeout = timeout
         self._close = close
+        self.probe_interval = probe_interval
+        self._clock = clock
         self.degraded = False
+        self._failed_at = 0.0
 
     async def acquire(self, client: str) -> float:
+        if self.degraded and self._clock() - self._failed_at < self.probe_interval:
+            return self.fallback.take(client)  # between probes, do not wait on a hung Redis
         try:
             async with asyncio.timeout(self.timeout):
                 wait = await self._take(client, self.fallback.rate, self.fallback.burst)
         except Exception as error:  # Redis trouble must not refuse or fail the request
+            self._failed_at = self._clock()
             if not self.degraded:
                 self.degraded = True
                 log.warning(

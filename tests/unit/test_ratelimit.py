@@ -87,8 +87,9 @@ async def test_redis_limiter_uses_redis_and_falls_back_to_local_buckets(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     redis = FakeRedis()
-    local = MemoryRateLimiter(per_minute=60, burst=1, clock=Clock())
-    limiter = RedisRateLimiter(redis.take, local, timeout=0.5, close=redis.close)
+    clock = Clock()
+    local = MemoryRateLimiter(per_minute=60, burst=1, clock=clock)
+    limiter = RedisRateLimiter(redis.take, local, timeout=0.5, close=redis.close, clock=clock)
     assert await limiter.acquire("k") == 0.0
     assert await limiter.acquire("k") == 7.0  # Redis says wait
     assert len(local) == 0  # the local buckets were not touched
@@ -101,8 +102,13 @@ async def test_redis_limiter_uses_redis_and_falls_back_to_local_buckets(
     assert limiter.degraded
     failures = [r for r in caplog.records if "Redis failed" in r.getMessage()]
     assert len(failures) == 1  # once per incident, not per request
+    assert redis.calls == 3  # tried once, then left alone between probes
 
     redis.failing = None
+    await limiter.acquire("k")
+    assert limiter.degraded  # not probed again yet
+    assert redis.calls == 3
+    clock.now += 1.0
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="aiorch.ratelimit"):
         await limiter.acquire("k")
