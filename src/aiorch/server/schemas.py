@@ -149,6 +149,8 @@ def decode(body: bytes, kind: type[T]) -> T:
         raise InvalidBody(f"invalid request body: {error}", param=_param(str(error))) from None
     except msgspec.DecodeError as error:
         raise RequestError(f"request body is not valid JSON: {error}") from None
+    except UnicodeDecodeError as error:  # msgspec lets this one through for bad UTF-8
+        raise RequestError(f"request body is not valid JSON: not UTF-8 ({error.reason})") from None
     except RecursionError:  # msgspec recurses per nesting level, even into ignored fields
         raise RequestError("request body is nested too deeply") from None
 
