@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -23,6 +24,7 @@ from aiorch.dispatch import Answer, Dispatcher, all_failed
 from aiorch.errors import AllBackendsFailed, BackendError, RequestError
 from aiorch.guard import CacheGuard
 from aiorch.monitoring.prometheus_metrics import Metrics
+from aiorch.monitoring.tracing import SCOPE, trace_exemplar, traced
 from aiorch.routing import Route, Router, parse_agent_type, parse_query_type
 from aiorch.types import (
     AgentType,
@@ -39,6 +41,9 @@ from aiorch.types import (
     StreamStart,
     Usage,
 )
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
 
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
@@ -66,12 +71,14 @@ class AIOrchestrator:
         cache: Cache | None = None,
         metrics: Metrics | None = None,
         classifier: Callable[[str], QueryType] = classify,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics if metrics is not None else Metrics()
-        self.backends = (
-            dict(backends) if backends else {s: build_backend(settings.backend(s)) for s in Service}
+        self.backends = traced(
+            backends or {s: build_backend(settings.backend(s)) for s in Service}, tracer_provider
         )
+        self._tracer = tracer_provider.get_tracer(SCOPE) if tracer_provider else None
         self.cache: Cache = cache if cache is not None else default_cache(settings)
         self.router = Router(settings)
         self.dispatcher = Dispatcher(settings, self.backends, self.metrics)
@@ -144,6 +151,25 @@ class AIOrchestrator:
             task.exception()  # retrieved: every waiter may have left before it failed
 
     async def _answer(
+        self,
+        request: CompletionRequest,
+        query_type: QueryType,
+        route: Route,
+        options: QueryOptions,
+        key: str | None,
+    ) -> QueryResult:
+        if self._tracer is None:
+            return await self._answer_untraced(request, query_type, route, options, key)
+        attributes = {
+            "aiorch.query_type": query_type.value,
+            "aiorch.agent_type": options.agent_type.value,
+            "aiorch.route": route.selected.value,
+            "aiorch.request_id": request.request_id,
+        }
+        with self._tracer.start_as_current_span("aiorch query", attributes=attributes):
+            return await self._answer_untraced(request, query_type, route, options, key)
+
+    async def _answer_untraced(
         self,
         request: CompletionRequest,
         query_type: QueryType,
@@ -240,9 +266,10 @@ class AIOrchestrator:
         m.orchestrator_queries.labels(result.query_type.value, result.selected_service.value).inc()
         agent = result.agent_type.value
         models = [a.model for a in result.attempts if a.error_type is None]
+        exemplar = trace_exemplar() if self._tracer is not None else None
         for model in models:
             m.ai_queries.labels(agent, Status.SUCCESS.value, model).inc()
-            m.ai_duration.labels(agent, model).observe(elapsed)
+            m.ai_duration.labels(agent, model).observe(elapsed, exemplar)
         m.request_duration.labels(
             result.query_type.value, result.selected_service.value, "false"
         ).observe(elapsed)

@@ -18,9 +18,10 @@ from starlette.routing import Route
 from aiorch.config import Settings
 from aiorch.errors import AiorchError, NotFound, RequestError
 from aiorch.monitoring.prometheus_metrics import Metrics
+from aiorch.monitoring.tracing import provider_from_env
 from aiorch.orchestrator import AIOrchestrator
 from aiorch.ratelimit import build_rate_limiter
-from aiorch.server import api, openai_api, ops
+from aiorch.server import api, flows, openai_api, ops
 from aiorch.server.middleware import GatewayMiddleware
 from aiorch.server.responses import JSON, error_response
 
@@ -33,7 +34,10 @@ def create_app(
     orchestrator: AIOrchestrator | None = None,
     metrics: Metrics | None = None,
 ) -> Starlette:
-    orchestrator = orchestrator or AIOrchestrator(settings, metrics=metrics)
+    tracer_provider = provider_from_env() if orchestrator is None else None
+    orchestrator = orchestrator or AIOrchestrator(
+        settings, metrics=metrics, tracer_provider=tracer_provider
+    )
     limiter = build_rate_limiter(settings)
 
     @contextlib.asynccontextmanager
@@ -42,6 +46,8 @@ def create_app(
         await orchestrator.close()
         if limiter is not None:
             await limiter.close()
+        if tracer_provider is not None:
+            tracer_provider.shutdown()  # type: ignore[attr-defined]  # flush the SDK's exporter
 
     routes = [
         Route("/api/ai/query", api.query, methods=["POST"]),
@@ -51,7 +57,7 @@ def create_app(
         Route("/healthz", ops.healthz, methods=["GET"]),
         Route("/readyz", ops.readyz, methods=["GET"]),
         Route("/openapi.json", ops.openapi_json, methods=["GET"]),
-        *_flow_routes(),
+        *flows.routes,
     ]
     app = Starlette(
         routes=routes,
@@ -73,14 +79,6 @@ def create_app(
     app.state.orchestrator = orchestrator
     app.state.settings = settings
     return app
-
-
-def _flow_routes() -> list[Route]:
-    try:
-        from aiorch.server import flows
-    except ImportError:  # the agents package is optional while it is being built
-        return []
-    return list(flows.routes)
 
 
 async def _aiorch_error(request: Request, error: Exception) -> Response:
