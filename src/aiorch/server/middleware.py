@@ -46,6 +46,7 @@ ROUTES = frozenset(
         "/healthz",
         "/readyz",
         "/openapi.json",
+        "/api/ai/flows",
         "/api/ai/flows/ba-dev-qa",
     }
 )

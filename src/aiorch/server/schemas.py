@@ -178,9 +178,22 @@ def _param(message: str) -> str | None:
 
 def openapi(version: str) -> dict[str, Any]:
     """The OpenAPI 3.1 document, with schemas generated from the Structs above."""
-    (query, result, chat, completion, models, ready, error), components = (
+    from aiorch.agents.flow import FlowResult  # the flows build on this module
+    from aiorch.server.flows import FlowBody
+
+    (query, result, chat, completion, models, ready, error, flow, flow_result), components = (
         msgspec.json.schema_components(
-            [QueryBody, QueryResult, ChatBody, ChatCompletion, ModelList, Readyz, ErrorBody],
+            [
+                QueryBody,
+                QueryResult,
+                ChatBody,
+                ChatCompletion,
+                ModelList,
+                Readyz,
+                ErrorBody,
+                FlowBody,
+                FlowResult,
+            ],
             ref_template="#/components/schemas/{name}",
         )
     )
@@ -234,6 +247,14 @@ def openapi(version: str) -> dict[str, Any]:
             "/v1/chat/completions": post(
                 "OpenAI-compatible chat completions.", chat, completion, CHAT_EVENTS
             ),
+            "/api/ai/flows/{name}": {
+                **post(
+                    "Run an agent flow (ba-dev-qa, dev-qa, ...).", flow, flow_result, FLOW_EVENTS
+                ),
+                "parameters": [
+                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+            },
             "/v1/models": get("The configured models.", models),
             "/healthz": get("Liveness.", {"type": "object"}),
             "/readyz": get("Readiness of each backend.", ready),
@@ -246,6 +267,7 @@ def openapi(version: str) -> dict[str, Any]:
 # Event names in each stream; "message" is what SSE calls an event sent without a name.
 QUERY_EVENTS = ("meta", "message", "done", "error")
 CHAT_EVENTS = ("message",)
+FLOW_EVENTS = ("start", "stage", "done", "error")
 
 
 def _sse_event(names: tuple[str, ...]) -> dict[str, Any]:
