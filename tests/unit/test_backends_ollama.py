@@ -1,0 +1,204 @@
+"""`OllamaBackend` over real HTTP against the mock's `/api/chat`: NDJSON, `think`, timings in ns."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from aiorch.backends.ollama import OllamaBackend
+from aiorch.errors import (
+    BackendConnectionError,
+    BackendError,
+    BackendOverloaded,
+    BackendProtocolError,
+    BackendRateLimited,
+    BackendStatusError,
+    QuotaExceeded,
+    is_retryable,
+)
+from aiorch.mock import MockConfig
+from aiorch.types import StreamChunk
+from tests.unit.backend_support import (
+    ask,
+    call,
+    drain,
+    ollama_settings,
+    running_mock,
+    sent_bodies,
+)
+
+
+@pytest.fixture
+async def mock_url() -> AsyncIterator[str]:
+    async with running_mock() as url:
+        yield url
+
+
+@pytest.fixture
+async def qwen(mock_url: str) -> AsyncIterator[OllamaBackend]:
+    backend = OllamaBackend(ollama_settings(mock_url))
+    yield backend
+    await backend.close()
+
+
+async def collect(backend: OllamaBackend, text: str, **fields: object) -> list[StreamChunk]:
+    return [chunk async for chunk in backend.stream(ask(text, **fields))]
+
+
+async def test_complete_returns_answer_usage_and_timings(qwen: OllamaBackend) -> None:
+    completion = await qwen.complete(ask("Write a Python function that sorts a list"))
+
+    assert completion.content
+    assert completion.reasoning_content is None  # think is off for Qwen by default
+    assert completion.model == "qwen2.5-coder:7b"
+    assert completion.finish_reason == "stop"
+    assert completion.usage.prompt_tokens == 8  # prompt_eval_count
+    assert completion.usage.completion_tokens == len(completion.content.split())  # eval_count
+    timings = completion.timings
+    assert timings.prompt_eval is not None
+    assert timings.eval is not None
+    assert timings.load is not None
+    # Nanoseconds became seconds: the mock answered at once, so well under a second each.
+    assert 0 < timings.total < 10
+    assert timings.eval < 10
+
+
+async def test_cold_start_shows_as_load_time_in_seconds(mock_url: str) -> None:
+    backend = OllamaBackend(ollama_settings(mock_url))
+    cold = await backend.complete(ask("hi [[mock: cold_start_ms=300]]"))
+    warm = await backend.complete(ask("hi again [[mock: cold_start_ms=300]]"))
+    await backend.close()
+
+    assert cold.timings.load is not None
+    assert warm.timings.load is not None
+    # 300 ms of load reported as 300_000_000 ns must come out as 0.3 s, not 3e8 s or 3e-10 s.
+    assert 0.3 <= cold.timings.load < 30
+    assert warm.timings.load < cold.timings.load
+    assert cold.timings.total >= cold.timings.load
+
+
+async def test_request_body_is_ollama_shaped(qwen: OllamaBackend, mock_url: str) -> None:
+    await qwen.complete(ask("hello", max_tokens=77, temperature=0.5))
+
+    (body,) = await sent_bodies(mock_url)
+    assert body["model"] == "qwen2.5-coder:7b"
+    assert body["messages"] == [{"role": "user", "content": "hello"}]
+    assert body["stream"] is False
+    assert body["think"] is False
+    assert body["options"] == {"num_predict": 77, "temperature": 0.5}
+
+
+async def test_think_returns_the_thinking(mock_url: str) -> None:
+    backend = OllamaBackend(
+        ollama_settings(mock_url, ollama_model="kimi-k2-thinking:cloud", thinking=True)
+    )
+    thinking = await backend.complete(ask("Why?"))
+    instant = await backend.complete(ask("Why?", thinking=False))
+    await backend.close()
+
+    assert thinking.reasoning_content
+    assert instant.reasoning_content is None
+    first, second = await sent_bodies(mock_url)
+    assert (first["think"], second["think"]) == (True, False)
+
+
+async def test_num_predict_cut_ends_with_length(qwen: OllamaBackend) -> None:
+    completion = await qwen.complete(ask("hi", max_tokens=4))
+
+    assert completion.finish_reason == "length"
+    assert completion.usage.completion_tokens == 4
+
+
+async def test_stream_chunks_thinking_first_and_usage_last(mock_url: str) -> None:
+    backend = OllamaBackend(ollama_settings(mock_url, thinking=True))
+    chunks = await collect(backend, "Why is the sky blue?")
+    whole = await backend.complete(ask("Why is the sky blue?"))
+    await backend.close()
+
+    *text, last = chunks
+    assert len(text) > 10
+    kinds = ["reasoning" if c.reasoning_content else "content" for c in text]
+    assert kinds == sorted(kinds, key=lambda k: k != "reasoning")
+    assert last.finish_reason == "stop"
+    assert last.usage is not None
+    assert last.usage.completion_tokens == len(text)
+    assert "".join(c.content for c in text) == whole.content
+    assert "".join(c.reasoning_content for c in text) == whole.reasoning_content
+    streamed, whole_body = await sent_bodies(mock_url)
+    assert (streamed["stream"], whole_body["stream"]) == (True, False)
+
+
+@pytest.mark.parametrize(
+    ("fault", "kind", "retryable"),
+    [
+        ("rate_limit", BackendRateLimited, True),  # 429 "too many requests"
+        ("overloaded", BackendOverloaded, True),  # 503 "server busy ... pending requests"
+        ("quota", QuotaExceeded, False),  # 429 "you have reached your usage limit"
+        ("http_500", BackendStatusError, True),
+        ("reset", BackendConnectionError, True),
+        ("malformed", BackendProtocolError, True),
+    ],
+)
+@pytest.mark.parametrize("streaming", [False, True])
+async def test_faults_map_to_errors(
+    qwen: OllamaBackend,
+    fault: str,
+    kind: type[BackendError],
+    retryable: bool,
+    streaming: bool,
+) -> None:
+    with pytest.raises(BackendError) as caught:
+        await call(qwen, f"hi [[mock: fault={fault}]]", streaming)
+
+    error = caught.value
+    assert type(error) is kind, error
+    assert is_retryable(error) is retryable
+    assert (error.service, error.model) == ("qwen", "qwen2.5-coder:7b")
+
+
+async def test_stream_cut_before_done_is_an_error(qwen: OllamaBackend) -> None:
+    received: list[StreamChunk] = []
+    with pytest.raises((BackendProtocolError, BackendConnectionError)):
+        await drain(qwen.stream(ask("hi [[mock: fault=cut cut_after=3]]")), received)
+
+    assert len(received) == 3
+    assert all(c.finish_reason is None for c in received)
+
+
+async def test_model_not_pulled_is_a_404_not_retried(mock_url: str) -> None:
+    backend = OllamaBackend(ollama_settings(mock_url, ollama_model="llama9:1b"))
+    with pytest.raises(BackendStatusError) as caught:
+        await backend.complete(ask("hi"))
+    readiness = await backend.probe()
+    await backend.close()
+
+    assert caught.value.upstream_status == 404
+    assert not is_retryable(caught.value)
+    assert "not found" in caught.value.message
+    assert readiness.ready is False
+    assert "not pulled" in readiness.detail
+
+
+async def test_probe_reports_whether_the_model_is_loaded(mock_url: str) -> None:
+    backend = OllamaBackend(ollama_settings(mock_url))
+    before = await backend.probe()
+    await backend.complete(ask("hi"))
+    after = await backend.probe()
+    await backend.close()
+
+    assert (before.ready, before.model_loaded) == (True, False)
+    assert (after.ready, after.model_loaded) == (True, True)
+    assert (after.kind, after.url, after.detail) == ("ollama", mock_url, "ok")
+
+
+async def test_probe_of_a_dead_upstream_never_raises() -> None:
+    async with running_mock(MockConfig()) as url:
+        pass
+    backend = OllamaBackend(ollama_settings(url))
+    readiness = await backend.probe()
+    await backend.close()
+
+    assert readiness.ready is False
+    assert readiness.model_loaded is None
+    assert "connection failed" in readiness.detail

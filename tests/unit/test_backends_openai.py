@@ -1,0 +1,259 @@
+"""`OpenAIBackend` over real HTTP against the mock in Moonshot's dialect."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import msgspec
+import pytest
+from aiohttp import web
+
+from aiorch.backends.openai_compat import OpenAIBackend
+from aiorch.errors import (
+    BackendConnectionError,
+    BackendError,
+    BackendOverloaded,
+    BackendProtocolError,
+    BackendRateLimited,
+    BackendStatusError,
+    QuotaExceeded,
+    is_retryable,
+)
+from aiorch.mock import MockConfig
+from aiorch.types import StreamChunk, Usage
+from tests.unit.backend_support import (
+    ask,
+    call,
+    drain,
+    openai_settings,
+    running_mock,
+    sent_bodies,
+    serve_app,
+    wait_for_stats,
+)
+
+
+@pytest.fixture
+async def mock_url() -> AsyncIterator[str]:
+    async with running_mock() as url:
+        yield url
+
+
+@pytest.fixture
+async def kimi(mock_url: str) -> AsyncIterator[OpenAIBackend]:
+    backend = OpenAIBackend(openai_settings(mock_url))
+    yield backend
+    await backend.close()
+
+
+async def collect(backend: OpenAIBackend, text: str, **fields: object) -> list[StreamChunk]:
+    return [chunk async for chunk in backend.stream(ask(text, **fields))]
+
+
+async def test_complete_returns_answer_reasoning_and_usage(kimi: OpenAIBackend) -> None:
+    completion = await kimi.complete(ask("Why is the sky blue?"))
+
+    assert completion.content
+    assert completion.reasoning_content  # a thinking model's reasoning_content
+    assert completion.reasoning_content != completion.content
+    assert completion.model == "kimi-k2-thinking"
+    assert completion.finish_reason == "stop"
+    assert completion.usage.prompt_tokens == 5
+    assert completion.usage.completion_tokens == len(completion.content.split()) + len(
+        completion.reasoning_content.split()
+    )
+    assert completion.offline is False
+
+
+async def test_request_body_is_openai_shaped(kimi: OpenAIBackend, mock_url: str) -> None:
+    await kimi.complete(ask("hello", max_tokens=123, temperature=0.25))
+
+    (body,) = await sent_bodies(mock_url)
+    assert body["model"] == "kimi-k2-thinking"
+    assert body["messages"] == [{"role": "user", "content": "hello"}]
+    assert body["max_tokens"] == 123
+    assert body["temperature"] == 0.25
+    assert body["stream"] is False
+    assert "thinking" not in body  # only sent when the caller decides
+
+
+async def test_defaults_come_from_the_settings(mock_url: str) -> None:
+    backend = OpenAIBackend(openai_settings(mock_url, max_tokens=999, temperature=1.0))
+    await backend.complete(ask("hello"))
+    await backend.close()
+
+    (body,) = await sent_bodies(mock_url)
+    assert (body["max_tokens"], body["temperature"]) == (999, 1.0)
+
+
+async def test_thinking_switch_for_kimi_k2_6(mock_url: str) -> None:
+    backend = OpenAIBackend(openai_settings(mock_url, model="kimi-k2.6"))
+    thinking = await backend.complete(ask("Why?", thinking=True))
+    instant = await backend.complete(ask("Why?", thinking=False))
+    await backend.close()
+
+    assert thinking.reasoning_content
+    assert instant.reasoning_content is None
+    first, second = await sent_bodies(mock_url)
+    assert first["thinking"] == {"type": "enabled"}
+    assert second["thinking"] == {"type": "disabled"}
+
+
+async def test_budget_shared_with_thinking_ends_with_length(kimi: OpenAIBackend) -> None:
+    completion = await kimi.complete(ask("Why?", max_tokens=5))
+
+    assert completion.finish_reason == "length"
+    assert completion.usage.completion_tokens == 5
+
+
+async def test_stream_sends_reasoning_then_content_then_usage(kimi: OpenAIBackend) -> None:
+    chunks = await collect(kimi, "Why is the sky blue?")
+
+    *text, last = chunks
+    assert len(text) > 10  # one chunk per token, not one per answer
+    kinds = ["reasoning" if c.reasoning_content else "content" for c in text]
+    assert kinds == sorted(kinds, key=lambda k: k != "reasoning")  # thinking comes first
+    assert all(c.finish_reason is None and c.usage is None for c in text)
+    assert last.finish_reason == "stop"
+    assert last.usage is not None
+    assert last.usage.completion_tokens == len(text)
+
+    whole = await kimi.complete(ask("Why is the sky blue?"))
+    assert "".join(c.content for c in text) == whole.content
+    assert "".join(c.reasoning_content for c in text) == whole.reasoning_content
+
+
+async def test_stream_asks_for_usage(kimi: OpenAIBackend, mock_url: str) -> None:
+    await collect(kimi, "hi")
+
+    (body,) = await sent_bodies(mock_url)
+    assert body["stream"] is True
+    assert body["stream_options"] == {"include_usage": True}
+
+
+async def moonshot_stream(request: web.Request) -> web.StreamResponse:
+    """Moonshot's own stream: no top-level usage anywhere, only `choices[0].usage` at the end."""
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    head = {"id": "c1", "object": "chat.completion.chunk", "model": "kimi-k2-thinking"}
+    deltas = [{"role": "assistant", "content": ""}, {"reasoning_content": "hm"}, {"content": "ok"}]
+    for delta in deltas:
+        chunk = {**head, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+        await response.write(b"data: " + msgspec.json.encode(chunk) + b"\n\n")
+    usage = {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}
+    final = {
+        **head,
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop", "usage": usage}],
+    }
+    await response.write(b"data: " + msgspec.json.encode(final) + b"\n\ndata: [DONE]\n\n")
+    return response
+
+
+async def test_usage_in_the_last_choice_is_read() -> None:
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", moonshot_stream)
+    async with serve_app(app) as url:
+        backend = OpenAIBackend(openai_settings(url))
+        chunks = await collect(backend, "hi")
+        await backend.close()
+
+    assert [(c.reasoning_content, c.content) for c in chunks[:-1]] == [("hm", ""), ("", "ok")]
+    assert chunks[-1].usage == Usage(7, 2, 0)
+
+
+@pytest.mark.parametrize(
+    ("fault", "kind", "retryable"),
+    [
+        ("rate_limit", BackendRateLimited, True),  # 429 rate_limit_reached_error
+        ("overloaded", BackendOverloaded, True),  # 429 engine_overloaded_error
+        ("quota", QuotaExceeded, False),  # 429 exceeded_current_quota_error
+        ("http_500", BackendStatusError, True),
+        ("http_502", BackendStatusError, True),
+        ("http_503", BackendOverloaded, True),
+        ("reset", BackendConnectionError, True),
+        ("malformed", BackendProtocolError, True),
+    ],
+)
+@pytest.mark.parametrize("streaming", [False, True])
+async def test_faults_map_to_errors(
+    kimi: OpenAIBackend,
+    fault: str,
+    kind: type[BackendError],
+    retryable: bool,
+    streaming: bool,
+) -> None:
+    with pytest.raises(BackendError) as caught:
+        await call(kimi, f"Why? [[mock: fault={fault} retry_after_s=3]]", streaming)
+
+    error = caught.value
+    assert type(error) is kind, error
+    assert is_retryable(error) is retryable
+    assert (error.service, error.model) == ("kimi", "kimi-k2-thinking")
+    assert "kimi" in error.message
+    if fault == "rate_limit":
+        assert error.retry_after == 3.0
+        assert "rate_limit_reached_error" in error.message
+
+
+async def test_stream_cut_midway_raises_after_the_first_chunks(kimi: OpenAIBackend) -> None:
+    received: list[StreamChunk] = []
+    with pytest.raises((BackendProtocolError, BackendConnectionError)):
+        await drain(kimi.stream(ask("Why? [[mock: fault=cut cut_after=3]]")), received)
+
+    assert 1 <= len(received) <= 3
+    assert all(c.finish_reason is None for c in received)
+
+
+async def test_wrong_key_and_unknown_model_are_not_retryable(mock_url: str) -> None:
+    wrong_key = OpenAIBackend(openai_settings(mock_url, api_key="sk-wrong"))
+    unknown = OpenAIBackend(openai_settings(mock_url, model="kimi-k9"))
+    with pytest.raises(BackendStatusError) as unauthorised:
+        await wrong_key.complete(ask("hi"))
+    with pytest.raises(BackendStatusError) as missing:
+        await unknown.complete(ask("hi"))
+    await wrong_key.close()
+    await unknown.close()
+
+    assert unauthorised.value.upstream_status == 401
+    assert missing.value.upstream_status == 404
+    assert not is_retryable(unauthorised.value)
+    assert not is_retryable(missing.value)
+    assert "kimi-k9" in missing.value.message
+
+
+async def test_cancelling_a_call_closes_the_upstream_request(
+    kimi: OpenAIBackend, mock_url: str
+) -> None:
+    task = asyncio.create_task(kimi.complete(ask("Why? [[mock: fault=hang]]")))
+    await wait_for_stats(mock_url, lambda s: s["in_flight"] == 1, "the call to reach the mock")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    stats = await wait_for_stats(mock_url, lambda s: s["in_flight"] == 0, "the mock to see it go")
+    assert stats["client_disconnects"] == 1
+
+
+async def test_probe(mock_url: str) -> None:
+    good = OpenAIBackend(openai_settings(mock_url))
+    wrong_key = OpenAIBackend(openai_settings(mock_url, api_key="sk-wrong"))
+    ready, refused = await good.probe(), await wrong_key.probe()
+    await good.close()
+    await wrong_key.close()
+
+    assert (ready.ready, ready.detail, ready.kind) == (True, "ok", "openai")
+    assert ready.url == f"{mock_url}/v1"
+    assert refused.ready is False
+    assert "401" in refused.detail
+
+
+async def test_probe_of_a_dead_upstream_never_raises() -> None:
+    async with running_mock(MockConfig()) as url:
+        pass  # the port is free again
+    backend = OpenAIBackend(openai_settings(url))
+    readiness = await backend.probe()
+    await backend.close()
+
+    assert readiness.ready is False
+    assert "connection failed" in readiness.detail
