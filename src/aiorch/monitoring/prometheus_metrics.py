@@ -20,10 +20,10 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
-    multiprocess,
 )
 from prometheus_client.openmetrics import exposition as openmetrics
 
+from aiorch.monitoring.multiprocess import WorkerFilesCollector
 from aiorch.types import Mode, Service, Status, TokenType, Usage
 
 # About 5 ms to 300 s, with the SLO thresholds (15 s for Qwen, 60 s for Kimi) as exact boundaries.
@@ -282,9 +282,10 @@ def metrics_endpoint(registry: CollectorRegistry, accept: str | None = None) -> 
     OpenMetrics (with exemplars) when the scraper asks for it, the text format otherwise. In
     multiprocess mode the registry's live values are ignored and every worker's files are merged.
     """
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        WorkerFilesCollector(registry, directory)
     if accept and "application/openmetrics-text" in accept:
         return openmetrics.generate_latest(registry), openmetrics.CONTENT_TYPE_LATEST  # type: ignore[no-untyped-call]
     return generate_latest(registry), CONTENT_TYPE_LATEST

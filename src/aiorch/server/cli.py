@@ -78,20 +78,22 @@ def serve(
             bold=True,
             err=True,
         )
-    from aiorch.server.workers import prepare_multiprocess
+    from aiorch.server import workers as supervisor
 
-    prepare_multiprocess(workers)
-    uvicorn.run(
-        "aiorch.server.main:app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        loop="uvloop",
-        http="httptools",
-        log_level=log_level,
-        access_log=access_log,
-        timeout_graceful_shutdown=int(settings.server.shutdown_grace_seconds),
+    # Not uvicorn.run: several workers need a supervisor that marks dead workers' metrics.
+    supervisor.serve(
+        uvicorn.Config(
+            "aiorch.server.main:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            loop="uvloop",
+            http="httptools",
+            log_level=log_level,
+            access_log=access_log,
+            timeout_graceful_shutdown=int(settings.server.shutdown_grace_seconds),
+        )
     )
 
 
