@@ -32,9 +32,17 @@ def describe_backends(settings: Settings) -> list[str]:
 
 
 @click.command()
-@click.option("--host", default="127.0.0.1", show_default=True, envvar="AIORCH_HOST")
+# show_envvar also puts the variable into error messages: a bad AIORCH_PORT must say so.
 @click.option(
-    "--port", default=8000, show_default=True, type=click.IntRange(1, 65535), envvar="AIORCH_PORT"
+    "--host", default="127.0.0.1", show_default=True, envvar="AIORCH_HOST", show_envvar=True
+)
+@click.option(
+    "--port",
+    default=8000,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    envvar="AIORCH_PORT",
+    show_envvar=True,
 )
 @click.option(
     "--workers",
@@ -42,12 +50,14 @@ def describe_backends(settings: Settings) -> list[str]:
     show_default=True,
     type=click.IntRange(1, 64),
     envvar="AIORCH_WORKERS",
+    show_envvar=True,
     help="Worker processes (metrics are merged across them).",
 )
 @click.option(
     "--config",
     type=click.Path(exists=True, dir_okay=False),
     envvar="AIORCH_CONFIG",
+    show_envvar=True,
     help="TOML file with settings beyond the environment.",
 )
 @click.option(
