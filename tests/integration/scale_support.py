@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import subprocess
 import time
 import uuid
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from aiorch.config import ENV_KEYS
@@ -97,9 +99,15 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT) 
 
 @contextlib.contextmanager
 def private_redis(tmp_path: Path) -> Iterator[str]:
-    """A throwaway redis-server on a free port, no persistence; never the machine's own Redis."""
+    """A throwaway redis-server on a free port, no persistence; never the machine's own Redis.
+
+    A missing binary fails the test rather than skipping it (scripts/ci/test-deps.sh installs it):
+    replicas that were never tested together must not pass as tested.
+    """
     import redis
 
+    if shutil.which("redis-server") is None:
+        pytest.fail("`redis-server` is not on PATH; run scripts/ci/test-deps.sh", pytrace=False)
     port = free_port()
     log = (tmp_path / f"redis-{port}.log").open("wb")
     process = subprocess.Popen(
