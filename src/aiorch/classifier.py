@@ -29,9 +29,10 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from aiorch.gates import Gate, gate_for, word_starts
 from aiorch.types import QueryType
 
 __all__ = [
@@ -64,6 +65,11 @@ class Feature:
     weight: float
     pattern: re.Pattern[str]
     ask: bool = False
+    # Derived from `pattern`: lets `verdict` skip the search when it certainly cannot match.
+    gate: Gate | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "gate", gate_for(self.pattern))
 
 
 def _kw(query_type: QueryType, weight: float, *alternatives: str, ask: bool = False) -> Feature:
@@ -368,8 +374,13 @@ class Classifier:
     short_confident: float = 4.5
     head_chars: int = 2000
     tail_chars: int = 1000
+    # Prefix lengths the features' gates look up (see `aiorch.gates`); derived, not knobs.
+    _keyword_lengths: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    _shape_lengths: tuple[int, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "_keyword_lengths", _lengths(self.keyword_features))
+        object.__setattr__(self, "_shape_lengths", _lengths(self.shape_features))
         if min(self.min_score, self.margin, self.shape_cap, self.short_confident) < 0:
             raise ValueError("classifier thresholds must be non-negative")
         if self.head_chars < 1 or self.tail_chars < 0 or self.short_words < 0:
@@ -385,12 +396,14 @@ class Classifier:
         prose = _prose(text)
         scores = dict.fromkeys(_SCORED, 0.0)
         asked: set[QueryType] = set()
+        starts = word_starts(prose, self._keyword_lengths)
         for feature in self.keyword_features:
-            if feature.pattern.search(prose):
+            if _matches(feature, prose, starts):
                 scores[feature.query_type] += feature.weight
                 if feature.ask:
                     asked.add(feature.query_type)
-        shape = sum(f.weight for f in self.shape_features if f.pattern.search(text))
+        starts = word_starts(text, self._shape_lengths)
+        shape = sum(f.weight for f in self.shape_features if _matches(f, text, starts))
         # Code pasted under "write tests for this" is what the tests are for, not a vote for code.
         if _CODE in asked or not asked & self.paste_is_context_for:
             scores[_CODE] += min(shape, self.shape_cap)
@@ -417,6 +430,17 @@ class Classifier:
             query = query[: self.head_chars] + "\n" + tail
         # NFKC folds full-width letters and ligatures; casefold comes later, prose only.
         return _INVISIBLE.sub("", unicodedata.normalize("NFKC", query))
+
+
+def _matches(feature: Feature, text: str, starts: set[str]) -> bool:
+    gate = feature.gate
+    if gate is not None and not gate.may_match(text, starts):
+        return False  # none of the literals every match contains: the search would fail
+    return feature.pattern.search(text) is not None
+
+
+def _lengths(features: tuple[Feature, ...]) -> tuple[int, ...]:
+    return tuple(sorted({n for f in features if f.gate is not None for n in f.gate.lengths}))
 
 
 def _unknown(scores: dict[QueryType, float], reason: str) -> Verdict:
