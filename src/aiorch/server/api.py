@@ -37,7 +37,9 @@ async def query(request: Request) -> Response:
     messages = build_messages(body.query, body.context)
     if body.stream:
         events = orchestrator.stream(messages, options)
-        first = await anext(events)  # errors before any output become plain JSON errors
+        first = await sse.first_event(request, events)  # errors before it are plain JSON
+        if first is None:
+            return sse.client_gone_response()
         return StreamingResponse(
             _sse(first, events, options.request_id),
             media_type="text/event-stream",

@@ -53,7 +53,9 @@ async def chat_completions(request: Request) -> Response:
     )
     if body.stream:
         events = orchestrator.stream(messages, options)
-        first = await anext(events)
+        first = await sse.first_event(request, events)
+        if first is None:
+            return sse.client_gone_response()
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(
             _chunks(first, events, options.request_id, include_usage),

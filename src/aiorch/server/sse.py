@@ -1,10 +1,22 @@
-"""Server-sent events: framing and the error event that ends a failed stream."""
+"""Server-sent events: framing, the error event that ends a failed stream, and waiting for a
+stream's first event while watching the client."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator
+from typing import TypeVar
+
 import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
 
 from aiorch.errors import AiorchError
+
+T = TypeVar("T")
+# nginx's "client closed request": recorded in the HTTP metrics, seen by nobody.
+CLIENT_GONE = 499
 
 _encode = msgspec.json.Encoder().encode
 DONE = b"data: [DONE]\n\n"
@@ -22,3 +34,42 @@ def error_event(error: AiorchError, name: str | None = None) -> bytes:
 
 def internal_error(request_id: str) -> AiorchError:
     return AiorchError(f"internal error while streaming (request {request_id})")
+
+
+async def first_event(request: Request, events: AsyncGenerator[T, None]) -> T | None:
+    """The stream's first event, or None when the client leaves before it (the stream is then
+    closed, which cancels the upstream call).
+
+    Until the response starts nothing else watches the connection, and a thinking model can
+    take minutes to its first token: without this, a client that gives up meanwhile would keep
+    the upstream call running until that token. Errors raised before the first event propagate,
+    so that they become plain JSON errors with their status.
+    """
+
+    async def first() -> T:
+        return await anext(events)
+
+    answer = asyncio.ensure_future(first())
+    gone = asyncio.ensure_future(_client_gone(request))
+    try:
+        await asyncio.wait((answer, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not answer.done():
+            answer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await answer  # let the stream run its cleanup before we go on
+            await events.aclose()
+    if answer.cancelled():
+        return None
+    return answer.result()
+
+
+async def _client_gone(request: Request) -> None:
+    # The body has been read, so the next message is the disconnect, whenever it comes.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def client_gone_response() -> Response:
+    return Response(status_code=CLIENT_GONE)
