@@ -7,11 +7,15 @@ still counts the upstream request as in flight, so nothing waited for the whole 
 from __future__ import annotations
 
 import json
+import socket
 from typing import Any
+
+import pytest
 
 from tests.integration.service_support import Event, Service, sse_events, unique, wait_until
 
 SLOW = "[[mock: tokens_per_second=25 tokens=30 reasoning_tokens=5]]"
+THINKS_FOR_A_MINUTE = "[[mock: ttft_ms=60000]]"
 ENDLESS = "[[mock: tokens_per_second=20 tokens=5000]]"  # minutes of output
 
 
@@ -156,3 +160,42 @@ def test_cached_answer_streams_as_one_chunk(kimi_api_service: Service) -> None:
     text = [json.loads(e.data)["delta"] for e in second if e.event is None]
     assert text == ["".join(json.loads(e.data)["delta"] for e in first if e.event is None)]
     assert second[-1].event == "done"
+
+
+@pytest.mark.parametrize("endpoint", ["/api/ai/query", "/v1/chat/completions"])
+def test_client_leaving_before_the_first_token_cancels_the_upstream_call(
+    kimi_api_service: Service, endpoint: str
+) -> None:
+    mock = kimi_api_service.mock
+    assert mock is not None
+    prompt = unique(f"Think hard. {THINKS_FOR_A_MINUTE}")
+    if endpoint == "/api/ai/query":
+        body: dict[str, Any] = {"query": prompt, "query_type": "reasoning", "stream": True}
+    else:
+        body = {"model": "kimi", "stream": True, "messages": [{"role": "user", "content": prompt}]}
+    payload = json.dumps(body).encode()
+    head = (
+        f"POST {endpoint} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(payload)}\r\n\r\n"
+    )
+    gone_before = kimi_api_service.metric(
+        "aiorch_http_requests_total", route=endpoint, status="499"
+    )
+
+    with socket.create_connection(("127.0.0.1", kimi_api_service.server.port)) as client:
+        client.sendall(head.encode() + payload)
+        wait_until(lambda: mock.stats()["in_flight"] == 1, "the upstream call to start")
+    # The socket is closed while the model is still "thinking", before any byte of answer.
+
+    wait_until(lambda: mock.stats()["in_flight"] == 0, "the upstream call to be cancelled")
+    wait_until(
+        lambda: kimi_api_service.metric("orchestrator_in_flight_requests") == 0,
+        "the in-flight gauge to return to 0",
+    )
+    wait_until(
+        lambda: (
+            kimi_api_service.metric("aiorch_http_requests_total", route=endpoint, status="499")
+            == gone_before + 1
+        ),
+        "the request to be recorded as closed by the client",
+    )
