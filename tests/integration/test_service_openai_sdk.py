@@ -202,3 +202,37 @@ def test_all_backends_failing_is_an_api_error_listing_attempts(sdk: openai.OpenA
     assert isinstance(body, dict)
     assert body["type"] == "all_backends_failed"
     assert {a["service"] for a in body["attempts"]} == {"kimi", "qwen"}
+
+
+def test_stream_failing_mid_way_raises_instead_of_ending_short(sdk: openai.OpenAI) -> None:
+    stream = sdk.chat.completions.create(
+        model="kimi", messages=user(unique("Why? [[mock: fault=cut cut_after=4]]")), stream=True
+    )
+    chunks = iter(stream)
+    assert next(chunks).choices[0].delta.role == "assistant"
+    assert next(chunks).choices[0].delta.model_extra  # thinking had started to arrive
+    with pytest.raises(openai.APIError) as caught:
+        list(chunks)
+
+    assert "failed mid-stream" in caught.value.message
+
+
+def test_stream_failing_before_any_output_is_a_status_error(sdk: openai.OpenAI) -> None:
+    with pytest.raises(openai.APIStatusError) as caught:
+        sdk.chat.completions.create(
+            model="qwen", messages=user(unique("hi [[mock: fault=http_500]]")), stream=True
+        )
+
+    assert caught.value.status_code == 502
+    assert caught.value.response.headers["content-type"] == "application/json"
+
+
+def test_russian_query_round_trips(sdk: openai.OpenAI) -> None:
+    completion = sdk.chat.completions.create(
+        model="auto",
+        messages=user(unique("Напиши функцию на Python, которая сортирует список")),
+    )
+
+    assert completion.model_extra is not None
+    assert completion.model_extra["aiorch"]["query_type"] == "code"
+    assert completion.choices[0].message.content

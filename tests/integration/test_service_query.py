@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import httpx
@@ -192,3 +193,33 @@ def test_keep_alive_connection_serves_many_queries(kimi_api_service: Service) ->
             for _ in range(5)
         }
     assert len(ids) == 5
+
+
+async def test_identical_concurrent_queries_share_one_upstream_call(
+    kimi_api_service: Service,
+) -> None:
+    mock = kimi_api_service.mock
+    assert mock is not None
+    body = {"query": unique("Why? [[mock: latency_ms=500]]"), "query_type": "reasoning"}
+    coalesced = kimi_api_service.metric("orchestrator_coalesced_total")
+
+    async with httpx.AsyncClient(base_url=kimi_api_service.url, timeout=30.0) as client:
+        answers = await asyncio.gather(*(client.post("/api/ai/query", json=body) for _ in range(3)))
+
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert len({a.json()["answer"] for a in answers}) == 1
+    assert len({a.json()["request_id"] for a in answers}) == 3
+    assert len(mock.requests_mentioning(body["query"])) == 1
+    assert kimi_api_service.metric("orchestrator_coalesced_total") == coalesced + 2
+
+
+def test_stream_responses_carry_the_request_id(kimi_api_service: Service) -> None:
+    body = {"query": unique("Why?"), "query_type": "reasoning", "stream": True}
+    with kimi_api_service.client() as client:
+        with client.stream(
+            "POST", "/api/ai/query", json=body, headers={"X-Request-ID": "stream-rid-3"}
+        ) as response:
+            text = response.read().decode()
+
+    assert response.headers["x-request-id"] == "stream-rid-3"
+    assert '"request_id":"stream-rid-3"' in text
