@@ -28,6 +28,7 @@ from aiorch.errors import (
 )
 from aiorch.monitoring.prometheus_metrics import Metrics
 from aiorch.ratelimit import RateLimiter
+from aiorch.server import sse
 from aiorch.server.responses import error_response
 
 Scope = MutableMapping[str, Any]
@@ -67,6 +68,17 @@ class BodyTimeout(RequestError):
     status_code = 408
 
 
+class ShuttingDown(AiorchError):
+    status_code = 503
+    error_type = "cancelled"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the service is shutting down and could not finish this request in time; retry"
+        )
+        self.retry_after = 1.0
+
+
 class GatewayMiddleware:
     def __init__(
         self,
@@ -90,13 +102,18 @@ class GatewayMiddleware:
         request_id = _request_id(headers.get(b"x-request-id"))
         scope["aiorch.request_id"] = request_id
         status = 500
+        streaming: bool | None = None  # None until the response has started
         id_header = (b"x-request-id", request_id.encode())
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, streaming
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", []), id_header]
+                streaming = any(
+                    k.lower() == b"content-type" and v.startswith(b"text/event-stream")
+                    for k, v in message["headers"]
+                )
             await send(message)
 
         try:
@@ -105,6 +122,22 @@ class GatewayMiddleware:
                 await error_response(error)(scope, receive, send_with_id)
                 return
             await self.app(scope, self._limited(receive), send_with_id)
+        except asyncio.CancelledError:
+            # Only the server cancels a request: its graceful-shutdown deadline ran out. Say so
+            # (uvicorn would send a bare "Internal Server Error"), and let the task end.
+            if streaming is None:
+                await error_response(ShuttingDown())(scope, receive, send_with_id)
+            elif streaming:
+                name = None if scope["path"].startswith("/v1/") else "error"
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": sse.error_event(ShuttingDown(), name),
+                        "more_body": False,
+                    }
+                )
+            else:
+                raise
         finally:
             route = route_label(scope["path"])
             method = scope["method"] if scope["method"] in METHODS else "other"
