@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -546,7 +547,9 @@ async def test_runtime_config_rejects_bad_fields(http: aiohttp.ClientSession) ->
         assert answer["error"]["message"]
 
 
-async def test_inline_responses_and_recent_requests(http: aiohttp.ClientSession) -> None:
+async def test_inline_responses_and_recent_requests(
+    http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
     stories = json.dumps([{"as_a": "user", "i_want": "login"}])
     await configure(
         http,
@@ -563,10 +566,17 @@ async def test_inline_responses_and_recent_requests(http: aiohttp.ClientSession)
     status, _, _ = await post_json(http, "/v1/chat/completions", chat("x", KIMI))
     assert status == 404  # `models` replaced the list
 
-    async with http.get("/_mock/requests", params={"limit": "1"}) as response:
-        (last,) = (await response.json())["requests"]
-    assert last["endpoint"] == "/v1/chat/completions"
-    assert last["body"]["model"] == KIMI
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps({"responses": [{"match": "ping", "content": "pong"}]}))
+    await configure(http, responses=str(rules))
+    _, body, _ = await post_json(http, "/v1/chat/completions", chat("ping", "ba-model-thinking"))
+    assert body["choices"][0]["message"]["content"] == "pong"
+
+    async with http.get("/_mock/requests", params={"limit": "2"}) as response:
+        refused, last = (await response.json())["requests"]
+    assert refused["endpoint"] == last["endpoint"] == "/v1/chat/completions"
+    assert refused["body"]["model"] == KIMI  # logged even though it was refused
+    assert last["body"]["messages"] == [{"role": "user", "content": "ping"}]
 
 
 # --- Command line, files, environment, process ---------------------------------------------
@@ -659,14 +669,20 @@ async def test_workers_share_the_port_and_stop_on_sigterm(tmp_path: Path) -> Non
 
 
 def test_sigterm_stops_a_busy_mock_cleanly(tmp_path: Path) -> None:
-    with _start(tmp_path) as server:
-        hung = subprocess.Popen(  # a client stuck on a hung request must not delay shutdown
+    with _start(tmp_path, "--shutdown-timeout", "0.5") as server:
+        hung = subprocess.Popen(  # a client stuck on a hung request must not block shutdown
             [sys.executable, "-c", _HUNG_CLIENT, server.url],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         try:
-            time.sleep(0.5)
+            for _ in range(100):
+                with urllib.request.urlopen(f"{server.url}/_mock/stats", timeout=5) as response:
+                    if json.load(response)["in_flight"] == 1:
+                        break
+                time.sleep(0.05)
+            else:
+                raise AssertionError("the hung request never arrived")
             server.process.send_signal(signal.SIGTERM)
             assert server.process.wait(timeout=10) == 0
         finally:

@@ -260,6 +260,8 @@ def update(config: MockConfig, raw: Mapping[str, Any], where: str) -> MockConfig
                 raise ConfigError(f"{where}: models must be a non-empty list of model ids")
             changes["models"] = tuple(value)
         elif name == "responses":
+            if isinstance(value, str):  # a path to a rules file
+                value = load_structured(Path(value))
             changes["responses"] = parse_rules(value, f"{where}: responses")
         elif name == "api_key":
             if value is not None and not (isinstance(value, str) and value):
