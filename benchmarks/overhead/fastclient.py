@@ -10,6 +10,7 @@ chunked request bodies).
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import cast
 
 import httptools
@@ -21,6 +22,7 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.waiter: asyncio.Future[int] | None = None
         self.closed = False
+        self.idle_since = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
@@ -51,6 +53,11 @@ class _Connection(asyncio.Protocol):
         self.waiter = asyncio.get_running_loop().create_future()
         self.transport.write(raw)
         return await self.waiter
+
+
+# Servers close idle keep-alive connections (uvicorn after 5 s). A request written on one that
+# the server is closing at that moment fails through no fault of the server; retire them first.
+MAX_IDLE = 3.0
 
 
 class FastPool:
@@ -89,15 +96,19 @@ class FastPool:
                 if conn.transport is not None:
                     conn.transport.close()
             else:
+                conn.idle_since = time.monotonic()
                 self._idle.append(conn)
             return status
 
     async def _connection(self) -> _Connection:
+        now = time.monotonic()
         while self._idle:
             conn = self._idle.pop()
-            if not conn.closed:
+            if not conn.closed and now - conn.idle_since < MAX_IDLE:
                 return conn
             self._all.discard(conn)
+            if conn.transport is not None:
+                conn.transport.close()
         loop = asyncio.get_running_loop()
         _, conn = await loop.create_connection(_Connection, self.host, self.port)
         self._all.add(conn)
