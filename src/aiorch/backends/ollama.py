@@ -7,6 +7,7 @@ slow model.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -151,7 +152,11 @@ class OllamaBackend:
         s = self.settings
         ready, detail, loaded = False, "", None
         try:
-            async with translate_errors(s.service.value, s.model_id):
+            # Bounded: an upstream that accepts and never answers must not hang /readyz.
+            async with (
+                translate_errors(s.service.value, s.model_id),
+                asyncio.timeout(s.connect_timeout),
+            ):
                 async with self._http.session.get(f"{s.url}/api/tags") as response:
                     tags = _decode_models(await response.read())
                 names = {m.name for m in tags.models} | {m.model for m in tags.models}
@@ -164,7 +169,8 @@ class OllamaBackend:
                             m.model for m in running.models
                         }
         except BackendError as error:
-            detail = error.message
+            if not ready:  # a slow /api/ps leaves the answer to /api/tags standing
+                detail = error.message
         return Readiness(
             service=s.service.value,
             kind=s.kind.value,

@@ -7,6 +7,7 @@ We read both places, and ask for OpenAI's `include_usage` too.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -140,7 +141,11 @@ class OpenAIBackend:
         s = self.settings
         ready, detail = False, ""
         try:
-            async with translate_errors(s.service.value, s.model_id):
+            # Bounded: an upstream that accepts and never answers must not hang /readyz.
+            async with (
+                translate_errors(s.service.value, s.model_id),
+                asyncio.timeout(s.connect_timeout),
+            ):
                 async with self._http.session.get(f"{s.url}/models") as response:
                     ready = response.status < 400
                     detail = "ok" if ready else f"GET /models answered HTTP {response.status}"
