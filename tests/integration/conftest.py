@@ -9,6 +9,7 @@ open for the tests after them; the services' config file sets it out of reach.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -177,3 +178,29 @@ def fresh_service(tmp_path: Path, mock_upstream: Mock, service_config: Path) -> 
         QWEN_OLLAMA_URL=mock_upstream.url,
     )
     yield from _serve(tmp_path, "fresh", env, mock_upstream, service_config)
+
+
+@pytest.fixture(scope="session")
+def black_hole_url() -> Iterator[str]:
+    """A server that accepts connections (the kernel's backlog does) and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
+@pytest.fixture(scope="session")
+def black_hole_service(
+    tmp_path_factory: pytest.TempPathFactory, mock_upstream: Mock, black_hole_url: str
+) -> Iterator[Service]:
+    """Kimi's upstream takes every request and never answers; Qwen's works."""
+    tmp = tmp_path_factory.mktemp("black-hole")
+    config = tmp / "aiorch.toml"
+    config.write_text(SERVICE_CONFIG + "[kimi]\nconnect_timeout = 0.5\n")
+    env = service_env(
+        KIMI_BASE_URL=f"{black_hole_url}/v1",
+        KIMI_API_KEY=UPSTREAM_KEY,
+        KIMI_TIMEOUT="1",
+        QWEN_OLLAMA_URL=mock_upstream.url,
+    )
+    yield from _serve(tmp, "black-hole", env, mock_upstream, config)

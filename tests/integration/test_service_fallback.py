@@ -106,3 +106,14 @@ def test_quota_is_not_retried_but_overload_is(fresh_service: Service) -> None:
     assert (
         fresh_service.metric("orchestrator_retries_total", service="kimi", reason="overloaded") == 1
     )
+
+
+def test_a_hung_upstream_falls_back_on_its_deadline(black_hole_service: Service) -> None:
+    labels = {"from_service": "kimi", "to_service": "qwen", "reason": "timeout"}
+    before = black_hole_service.metric(FALLBACK, **labels)
+
+    response = black_hole_service.query({"query": unique("Why?"), "query_type": "reasoning"})
+
+    assert response.status_code == 200, response.text
+    assert response.json()["fallback"] == {**labels}
+    assert black_hole_service.metric(FALLBACK, **labels) == before + 1

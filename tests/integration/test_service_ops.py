@@ -47,6 +47,20 @@ def test_readyz_is_degraded_when_one_backend_is_down(half_dead_service: Service)
     assert backends["qwen"]["ready"] is True
 
 
+def test_readyz_does_not_hang_on_an_upstream_that_never_answers(
+    black_hole_service: Service,
+) -> None:
+    with black_hole_service.client() as client:
+        response = client.get("/readyz")  # the client's own timeout is 30 s
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "degraded"
+    backends = {b["service"]: b for b in body["backends"]}
+    assert backends["kimi"]["ready"] is False
+    assert "timed out" in backends["kimi"]["detail"]
+
+
 def test_readyz_is_503_when_every_backend_is_down(dead_service: Service) -> None:
     with dead_service.client() as client:
         response = client.get("/readyz")

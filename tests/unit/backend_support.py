@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import aiohttp
@@ -99,3 +100,12 @@ async def wait_for_stats(
             return stats
         await asyncio.sleep(0.01)
     raise AssertionError(f"gave up waiting for {what}")
+
+
+@contextlib.contextmanager
+def black_hole() -> Iterator[str]:
+    """A URL whose server accepts connections (the kernel's backlog does) and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"

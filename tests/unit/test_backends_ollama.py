@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -21,6 +22,7 @@ from aiorch.mock import MockConfig
 from aiorch.types import StreamChunk
 from tests.unit.backend_support import (
     ask,
+    black_hole,
     call,
     drain,
     ollama_settings,
@@ -202,3 +204,13 @@ async def test_probe_of_a_dead_upstream_never_raises() -> None:
     assert readiness.ready is False
     assert readiness.model_loaded is None
     assert "connection failed" in readiness.detail
+
+
+async def test_probe_of_an_upstream_that_never_answers_gives_up() -> None:
+    with black_hole() as url:
+        backend = OllamaBackend(ollama_settings(url, connect_timeout=0.2))
+        readiness = await asyncio.wait_for(backend.probe(), timeout=30)
+        await backend.close()
+
+    assert readiness.ready is False
+    assert "timed out" in readiness.detail

@@ -24,6 +24,7 @@ from aiorch.mock import MockConfig
 from aiorch.types import StreamChunk, Usage
 from tests.unit.backend_support import (
     ask,
+    black_hole,
     call,
     drain,
     openai_settings,
@@ -257,3 +258,13 @@ async def test_probe_of_a_dead_upstream_never_raises() -> None:
 
     assert readiness.ready is False
     assert "connection failed" in readiness.detail
+
+
+async def test_probe_of_an_upstream_that_never_answers_gives_up() -> None:
+    with black_hole() as url:
+        backend = OpenAIBackend(openai_settings(url, connect_timeout=0.2))
+        readiness = await asyncio.wait_for(backend.probe(), timeout=30)
+        await backend.close()
+
+    assert readiness.ready is False
+    assert "timed out" in readiness.detail
