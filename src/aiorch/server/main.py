@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 
 from starlette.applications import Starlette
 
@@ -15,8 +14,4 @@ def app_from_env() -> Starlette:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    # prometheus_client switches to multiprocess mode when the variable merely exists, and an
-    # empty value would scatter its files over the working directory: empty means unset.
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR") == "":
-        del os.environ["PROMETHEUS_MULTIPROC_DIR"]
     return create_app(load_settings())
