@@ -23,6 +23,7 @@ class _Connection(asyncio.Protocol):
         self.waiter: asyncio.Future[int] | None = None
         self.closed = False
         self.idle_since = 0.0
+        self.keep_alive = True
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
@@ -37,6 +38,8 @@ class _Connection(asyncio.Protocol):
                 self.transport.close()
 
     def on_message_complete(self) -> None:
+        # Asked here: once the parser has moved on to the next message it no longer knows.
+        self.keep_alive = self.parser.should_keep_alive()
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(self.parser.get_status_code())
 
@@ -91,7 +94,7 @@ class FastPool:
                     conn.transport.close()
                 self._all.discard(conn)
                 raise
-            if conn.closed or not conn.parser.should_keep_alive():
+            if conn.closed or not conn.keep_alive:
                 self._all.discard(conn)
                 if conn.transport is not None:
                     conn.transport.close()
