@@ -398,12 +398,15 @@ class Classifier:
         asked: set[QueryType] = set()
         starts = word_starts(prose, self._keyword_lengths)
         for feature in self.keyword_features:
-            if _matches(feature, prose, starts):
+            gate = feature.gate
+            # No literal that every match contains is in the prose: the search would fail.
+            if gate is not None and gate.starts.isdisjoint(starts) and not gate.in_text(prose):
+                continue
+            if feature.pattern.search(prose):
                 scores[feature.query_type] += feature.weight
                 if feature.ask:
                     asked.add(feature.query_type)
-        starts = word_starts(text, self._shape_lengths)
-        shape = sum(f.weight for f in self.shape_features if _matches(f, text, starts))
+        shape = self._shape(text)
         # Code pasted under "write tests for this" is what the tests are for, not a vote for code.
         if _CODE in asked or not asked & self.paste_is_context_for:
             scores[_CODE] += min(shape, self.shape_cap)
@@ -411,6 +414,23 @@ class Classifier:
             kinds = ", ".join(sorted(asked))
             return _unknown(scores, f"asks for several kinds of work: {kinds}")
         return self._decide(scores, n_words=len(_WORD.findall(prose)), shape=shape)
+
+    def _shape(self, text: str) -> float:
+        """The weight of the shape features found; the text's word prefixes only if needed."""
+        shape = 0.0
+        starts: set[str] | None = None
+        for feature in self.shape_features:
+            gate = feature.gate
+            if gate is not None and not gate.in_text(text):
+                if not gate.starts:
+                    continue
+                if starts is None:
+                    starts = word_starts(text, self._shape_lengths)
+                if gate.starts.isdisjoint(starts):
+                    continue
+            if feature.pattern.search(text):
+                shape += feature.weight
+        return shape
 
     def _decide(self, scores: dict[QueryType, float], *, n_words: int, shape: float) -> Verdict:
         ranked = sorted(scores.items(), key=lambda item: item[1], reverse=True)
@@ -430,13 +450,6 @@ class Classifier:
             query = query[: self.head_chars] + "\n" + tail
         # NFKC folds full-width letters and ligatures; casefold comes later, prose only.
         return _INVISIBLE.sub("", unicodedata.normalize("NFKC", query))
-
-
-def _matches(feature: Feature, text: str, starts: set[str]) -> bool:
-    gate = feature.gate
-    if gate is not None and not gate.may_match(text, starts):
-        return False  # none of the literals every match contains: the search would fail
-    return feature.pattern.search(text) is not None
 
 
 def _lengths(features: tuple[Feature, ...]) -> tuple[int, ...]:

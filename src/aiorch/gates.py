@@ -65,8 +65,10 @@ class Gate:
 
     def may_match(self, text: str, starts: frozenset[str] | set[str]) -> bool:
         """False only when the pattern cannot match `text` (`starts`: from `word_starts`)."""
-        if not self.starts.isdisjoint(starts):
-            return True
+        return not self.starts.isdisjoint(starts) or self.in_text(text)
+
+    def in_text(self, text: str) -> bool:
+        """Whether one of the `substrings` occurs in `text`."""
         # A plain loop: any() over a generator costs more than the `in` tests themselves here.
         for substring in self.substrings:  # noqa: SIM110
             if substring in text:
