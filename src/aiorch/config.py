@@ -123,6 +123,18 @@ class BreakerSettings(_Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     reset_seconds: float = 30.0  # open -> half-open after this long
 
 
+class HedgeSettings(_Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Hedged requests: if the first service of a route has not answered by its recent p95, ask
+    the next one too and take whichever answers first. Costs extra upstream calls: off unless
+    asked for, and never for streams."""
+
+    enabled: bool = False
+    quantile: float = 0.95  # of the service's recent successful call latencies
+    min_samples: int = 20  # no hedging until this many recent successes are known
+    min_delay: float = 0.05  # seconds: never hedge sooner than this
+    window: int = 200  # recent latencies kept per service
+
+
 class ServerSettings(_Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 8000
@@ -180,6 +192,7 @@ class Settings(_Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     cache: CacheSettings = CacheSettings()
     retry: RetrySettings = RetrySettings()
     breaker: BreakerSettings = BreakerSettings()
+    hedge: HedgeSettings = HedgeSettings()
     flows: dict[str, FlowSettings] = msgspec.field(default_factory=_default_flows)
 
     def backend(self, service: Service) -> BackendSettings:
@@ -291,6 +304,14 @@ def _check(settings: Settings) -> None:
         problems.append(f"server.port (AIORCH_PORT) must be 1-65535, got {settings.server.port}")
     if settings.retry.attempts < 1:
         problems.append(f"retry.attempts must be >= 1, got {settings.retry.attempts}")
+    hedge = settings.hedge
+    if not 0 < hedge.quantile <= 1:
+        problems.append(f"hedge.quantile must be in (0, 1], got {hedge.quantile}")
+    if not 1 <= hedge.min_samples <= hedge.window:
+        problems.append(
+            f"hedge.min_samples must be between 1 and hedge.window ({hedge.window}), "
+            f"got {hedge.min_samples}"
+        )
     stages = {a.value for a in AgentType} - {AgentType.DIRECT.value}
     for flow, spec in settings.flows.items():
         bad = [s for s in spec.stages if s not in stages]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from typing import NamedTuple
 
 import msgspec
 
@@ -24,7 +25,14 @@ from aiorch.errors import (
     StreamInterrupted,
 )
 from aiorch.monitoring.prometheus_metrics import Metrics
-from aiorch.resilience import BreakerState, CircuitBreaker, RetryBudget, call_with_retries
+from aiorch.resilience import (
+    BreakerState,
+    CircuitBreaker,
+    LatencyWindow,
+    RetryBudget,
+    call_with_retries,
+    hedged,
+)
 from aiorch.routing import Route
 from aiorch.types import (
     Attempt,
@@ -40,6 +48,9 @@ from aiorch.types import (
 # Attempt errors that mean "try later" rather than "broken": all of them gives 503.
 UNAVAILABLE = frozenset({"circuit_open", "overloaded", "rate_limited", "quota_exceeded"})
 REQUEST_SPECIFIC_STATUSES = frozenset({400, 413, 422})
+# The fallback reason when a hedge, not a failure, moved the query on (in ERROR_TYPES, the
+# closed set of `reason` label values).
+HEDGED = "hedged"
 
 
 class Answer(msgspec.Struct, frozen=True):
@@ -49,6 +60,15 @@ class Answer(msgspec.Struct, frozen=True):
     attempts: tuple[Attempt, ...]
     backend_seconds: float
     answers: dict[str, str] | None = None  # per service, for multi-service answers
+
+
+class _Tried(NamedTuple):
+    """One finished call of a chain: its completion or its error."""
+
+    service: Service
+    completion: Completion | None
+    error: BackendError | None
+    started: float
 
 
 class Dispatcher:
@@ -66,6 +86,7 @@ class Dispatcher:
             s: RetryBudget(settings.retry.budget_ratio, settings.retry.budget_window)
             for s in Service
         }
+        self.latency = {s: LatencyWindow(settings.hedge.window) for s in Service}
         for service in Service:
             metrics.set_breaker_state(service, BreakerState.CLOSED.value)
 
@@ -119,7 +140,9 @@ class Dispatcher:
             breaker.release()  # the caller left: no verdict on the backend
             raise
         breaker.record_success()
-        self._succeeded(service, mode, time.perf_counter() - started, completion.usage, None)
+        seconds = time.perf_counter() - started
+        self.latency[service].observe(seconds)
+        self._succeeded(service, mode, seconds, completion.usage, None)
         return completion
 
     def _retry_counter(self, service: Service) -> Callable[[BackendError], None]:
@@ -153,25 +176,76 @@ class Dispatcher:
         )
 
     async def chain(self, route: Route, request: CompletionRequest) -> Answer:
-        """Each service of the route in turn until one answers."""
+        """Each service of the route in turn until one answers (hedged, when configured)."""
         attempts: list[Attempt] = []
         fallback: Fallback | None = None
         started = time.perf_counter()
-        for index, service in enumerate(route.services):
-            call_started = time.perf_counter()
-            try:
-                completion = await self.call(service, request)
-            except BackendError as error:
-                attempts.append(self._attempt(service, error, call_started))
-                fallback = fallback or self._fall_back(route, index, error)
-                continue
-            attempts.append(self._attempt(service, None, call_started))
-            if fallback is not None:
-                fallback = Fallback(fallback.from_service, service, fallback.reason)
-            return Answer(
-                completion, service, fallback, tuple(attempts), time.perf_counter() - started
-            )
+        services = route.services
+        index = 0
+        while index < len(services):
+            tried, hedge = await self._step(route, index, request)
+            for t in tried:
+                attempts.append(self._attempt(t.service, t.error, t.started))
+                if t.error is not None:
+                    if not (hedge and t.service is services[index]):  # a hedge counted it
+                        position = services.index(t.service)
+                        fallback = fallback or self._fall_back(route, position, t.error)
+                    continue
+                assert t.completion is not None
+                if fallback is not None:
+                    fallback = Fallback(fallback.from_service, t.service, fallback.reason)
+                elif t.service is not services[index]:  # the hedge answered first
+                    fallback = Fallback(services[index], t.service, HEDGED)
+                return Answer(
+                    t.completion,
+                    t.service,
+                    fallback,
+                    tuple(attempts),
+                    time.perf_counter() - started,
+                )
+            index += 2 if hedge else 1
         raise all_failed(attempts)
+
+    async def _try(self, service: Service, request: CompletionRequest) -> _Tried:
+        started = time.perf_counter()
+        try:
+            return _Tried(service, await self.call(service, request), None, started)
+        except BackendError as error:
+            return _Tried(service, None, error, started)
+
+    async def _step(
+        self, route: Route, index: int, request: CompletionRequest
+    ) -> tuple[list[_Tried], bool]:
+        """Call the route's service at `index`, hedged with the next one if that is on.
+
+        Returns what finished, and whether the hedge was started.
+        """
+        service = route.services[index]
+        delay = self._hedge_delay(service) if index + 1 < len(route.services) else None
+        if delay is None:
+            return [await self._try(service, request)], False
+        backup = route.services[index + 1]
+        started = False
+
+        async def second() -> _Tried:
+            nonlocal started
+            started = True
+            self.metrics.fallbacks.labels(service.value, backup.value, HEDGED).inc()
+            return await self._try(backup, request)
+
+        tried = await hedged(
+            lambda: self._try(service, request), second, delay, lambda t: t.error is None
+        )
+        return tried, started
+
+    def _hedge_delay(self, service: Service) -> float | None:
+        """The service's recent p95 (or the configured quantile), once enough is known."""
+        hedge = self.settings.hedge
+        recent = self.latency[service]
+        if not hedge.enabled or len(recent) < hedge.min_samples:
+            return None
+        quantile = recent.quantile(hedge.quantile)
+        return None if quantile is None else max(hedge.min_delay, quantile)
 
     def _fall_back(self, route: Route, index: int, error: BackendError) -> Fallback | None:
         """Count the move to the next service, if there is one."""

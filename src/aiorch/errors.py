@@ -52,6 +52,8 @@ ERROR_TYPES: frozenset[str] = frozenset(
         "flow_error",
         "parse_error",
         "cancelled",
+        # Not an error: the `reason` of a fallback made by a hedged request (dispatch.HEDGED).
+        "hedged",
     }
 )
 

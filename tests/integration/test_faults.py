@@ -414,3 +414,50 @@ def test_breaker_opens_skips_the_backend_and_probes_it_back(
         assert probe.status == 200
         assert state() == 0  # closed again
         assert ask().status_code == 200
+
+
+# ---------------------------------------------------------------------------- hedging
+
+
+HEDGE_TOML = """
+[hedge]
+enabled = true
+min_samples = 5
+min_delay = 0.05
+"""
+
+
+def test_hedged_request_answers_from_the_next_service_when_the_first_is_slow(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    tmp = tmp_path_factory.mktemp("hedge")
+    with (
+        mock_upstream(tmp) as mock,
+        aiorch_service(tmp, mock, toml=HEDGE_TOML, name="hedge", KIMI_TIMEOUT="10") as service,
+    ):
+
+        def ask() -> httpx.Response:
+            body = {"query": unique("Explain why"), "query_type": "reasoning", "use_cache": False}
+            return service.query(body)
+
+        for _ in range(5):  # Kimi's recent latencies: quick
+            assert ask().json()["selected_service"] == "kimi"
+        # Now Kimi is slow (but not failing): the hedge to Qwen answers first.
+        httpx.post(
+            f"{mock.url}/_mock/config",
+            json={"model_config": {"kimi-k2-thinking": {"latency_ms": 3000}}},
+        ).raise_for_status()
+        started = time.perf_counter()
+        response = ask()
+        elapsed = time.perf_counter() - started
+        assert response.status_code == 200
+        body = response.json()
+        assert body["selected_service"] == "qwen"
+        assert body["fallback"] == {
+            "from_service": "kimi",
+            "to_service": "qwen",
+            "reason": "hedged",
+        }
+        assert elapsed < 3.0  # did not wait for Kimi's three seconds
+        assert service.metric("orchestrator_fallback_total", reason="hedged") == 1
+        wait_until(lambda: mock.stats()["in_flight"] == 0, "the slow Kimi call to be cancelled")

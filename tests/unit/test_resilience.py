@@ -6,7 +6,8 @@ Nothing here sleeps for real except where a deadline is the thing under test (te
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -24,6 +25,7 @@ from aiorch.errors import (
     BackendStatusError,
     BackendTimeout,
     CircuitOpen,
+    ConfigError,
     QuotaExceeded,
 )
 from aiorch.monitoring.prometheus_metrics import Metrics
@@ -33,6 +35,7 @@ from aiorch.resilience import (
     LatencyWindow,
     RetryBudget,
     call_with_retries,
+    hedged,
 )
 from aiorch.routing import Route
 from aiorch.types import (
@@ -309,12 +312,17 @@ class FakeBackend:
         self.settings = settings
         self.errors: list[BackendError] = []
         self.hang = False
+        self.delay = 0.0
         self.calls = 0
+        self.cancelled = 0
 
     async def complete(self, request: CompletionRequest) -> Completion:
         self.calls += 1
-        if self.hang:
-            await asyncio.sleep(3600)
+        try:
+            await asyncio.sleep(3600 if self.hang else self.delay)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
         if self.errors:
             raise self.errors.pop(0)
         return Completion(content=f"{self.settings.service.value} answer", model="m")
@@ -452,3 +460,102 @@ async def test_every_backend_open_gives_503_without_any_call() -> None:
     assert failed.value.status == 503
     assert {a.error_type for a in failed.value.attempts} == {CircuitOpen.error_type}
     assert all(b.calls == 1 for b in backends.values())
+
+
+# ---------------------------------------------------------------------------- hedging
+
+
+def call(result: str, delay: float, log: list[str]) -> Callable[[], Awaitable[str]]:
+    async def run() -> str:
+        log.append(f"start {result}")
+        try:
+            await asyncio.sleep(delay)
+        except asyncio.CancelledError:
+            log.append(f"cancel {result}")
+            raise
+        return result
+
+    return run
+
+
+def ok(outcome: str) -> bool:
+    return not outcome.startswith("fail")
+
+
+async def test_no_hedge_when_the_first_call_answers_in_time() -> None:
+    log: list[str] = []
+    outcomes = await hedged(call("a", 0.0, log), call("b", 0.0, log), 0.5, ok)
+    assert outcomes == ["a"]
+    assert log == ["start a"]
+
+
+async def test_the_hedge_answers_when_the_first_call_is_slow() -> None:
+    log: list[str] = []
+    outcomes = await hedged(call("a", 10.0, log), call("b", 0.0, log), 0.02, ok)
+    assert outcomes == ["b"]
+    assert log == ["start a", "start b", "cancel a"]
+
+
+async def test_a_failure_of_either_waits_for_the_other() -> None:
+    log: list[str] = []
+    outcomes = await hedged(call("fail a", 0.05, log), call("b", 0.1, log), 0.01, ok)
+    assert outcomes == ["fail a", "b"]
+    both = await hedged(call("fail a", 0.05, log), call("fail b", 0.01, log), 0.01, ok)
+    assert both == ["fail b", "fail a"]
+
+
+async def test_cancelling_a_hedged_call_cancels_both() -> None:
+    log: list[str] = []
+    task = asyncio.ensure_future(hedged(call("a", 10, log), call("b", 10, log), 0.01, ok))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert sorted(log) == ["cancel a", "cancel b", "start a", "start b"]
+
+
+async def test_dispatcher_hedges_a_slow_primary_once_it_knows_its_p95() -> None:
+    s = settings(hedge={"enabled": True, "min_samples": 3, "min_delay": 0.01})
+    d, backends, registry = dispatcher(s)
+    kimi, qwen = backends[Service.KIMI], backends[Service.QWEN]
+    kimi.delay = 0.01
+    for _ in range(3):  # learn Kimi's latency; too few samples to hedge yet
+        assert (await d.chain(KIMI_FIRST, REQUEST)).service is Service.KIMI
+    assert qwen.calls == 0
+    kimi.hang = True
+    answer = await d.chain(KIMI_FIRST, REQUEST)
+    assert answer.service is Service.QWEN
+    assert answer.fallback is not None
+    assert answer.fallback.reason == "hedged"
+    assert kimi.cancelled == 1  # the slow call was abandoned, not left running
+    assert d.breakers[Service.KIMI].state is BreakerState.CLOSED  # slow is not broken
+    hedges = sample(
+        registry, "orchestrator_fallback_total", from_service="kimi", to_service="qwen",
+        reason="hedged",
+    )  # fmt: skip
+    assert hedges == 1
+    assert [a.service for a in answer.attempts] == [Service.QWEN]
+
+
+async def test_no_hedging_by_default_or_without_a_next_service() -> None:
+    d, backends, _ = dispatcher(settings())
+    for _ in range(25):  # enough samples: quick answers
+        await d.chain(KIMI_FIRST, REQUEST)
+    backends[Service.KIMI].delay = 0.2  # far past the quick ones' p95
+    assert (await d.chain(KIMI_FIRST, REQUEST)).service is Service.KIMI
+    assert backends[Service.QWEN].calls == 0  # off by default
+    d, backends, _ = dispatcher(settings(hedge={"enabled": True, "min_samples": 1}))
+    backends[Service.KIMI].delay = 0.02
+    alone = Route(SelectedService.KIMI, (Service.KIMI,))
+    for _ in range(5):
+        assert (await d.chain(alone, REQUEST)).service is Service.KIMI
+    assert backends[Service.QWEN].calls == 0
+
+
+def test_hedge_settings_are_checked_at_start_up(tmp_path: Path) -> None:
+    config = tmp_path / "aiorch.toml"
+    config.write_text("[hedge]\nenabled = true\nquantile = 1.5\nmin_samples = 500\n")
+    with pytest.raises(ConfigError) as error:
+        load_settings({}, config)
+    assert "hedge.quantile" in str(error.value)
+    assert "hedge.min_samples" in str(error.value)
