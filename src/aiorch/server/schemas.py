@@ -237,6 +237,12 @@ def openapi(version: str) -> dict[str, Any]:
             }
         }
 
+    run_flow = post("Run an agent flow (ba-dev-qa, dev-qa, ...).", flow, flow_result, FLOW_EVENTS)
+    run_flow["post"]["responses"]["404"] = {
+        "description": "No flow has that name; the message lists the configured ones.",
+        "content": {"application/json": {"schema": error}},
+    }
+
     return {
         "openapi": "3.1.0",
         "info": {"title": "aiorch", "version": version},
@@ -248,9 +254,7 @@ def openapi(version: str) -> dict[str, Any]:
                 "OpenAI-compatible chat completions.", chat, completion, CHAT_EVENTS
             ),
             "/api/ai/flows/{name}": {
-                **post(
-                    "Run an agent flow (ba-dev-qa, dev-qa, ...).", flow, flow_result, FLOW_EVENTS
-                ),
+                **run_flow,
                 "parameters": [
                     {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
                 ],
