@@ -14,7 +14,7 @@ import pytest
 
 from tests.integration.service_support import Event, Service, sse_events, unique, wait_until
 
-SLOW = "[[mock: tokens_per_second=25 tokens=30 reasoning_tokens=5]]"
+SLOW = "[[mock: tokens_per_second=20 tokens=30 reasoning_tokens=10]]"  # two seconds
 THINKS_FOR_A_MINUTE = "[[mock: ttft_ms=60000]]"
 ENDLESS = "[[mock: tokens_per_second=20 tokens=5000]]"  # minutes of output
 
