@@ -338,13 +338,19 @@ async def test_identical_concurrent_queries_share_one_upstream_call(
     marker = unique("Explain why coalescing works")
     body = {"query": f"{marker} {directive(latency_ms=1500)}", "query_type": "reasoning"}
     coalesced_before = service.metric("orchestrator_coalesced_total")
+    hits_before = service.metric("orchestrator_cache_hits_total")
     count = 12
     outcomes = await send_all(service.url, [("/api/ai/query", body)] * count, concurrency=count)
     assert [o.status for o in outcomes] == [200] * count
     assert len({o.body["answer"] for o in outcomes}) == 1
     assert len({o.body["request_id"] for o in outcomes}) == count  # each keeps its own id
     assert len(mock.requests_mentioning(marker)) == 1
-    assert service.metric("orchestrator_coalesced_total") - coalesced_before == count - 1
+    coalesced = service.metric("orchestrator_coalesced_total") - coalesced_before
+    hits = service.metric("orchestrator_cache_hits_total") - hits_before
+    # All but the first shared its call; on a badly loaded machine a straggler arriving after
+    # the answer (1.5 s later) finds it in the cache instead.
+    assert coalesced + hits == count - 1
+    assert coalesced >= count // 2
 
 
 # ---------------------------------------------------------------------------- breaker

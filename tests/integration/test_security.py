@@ -31,7 +31,7 @@ KEYS = {
 }
 METRICS_TOKEN = "metrics-token-5c1f0e"
 PER_MINUTE = 30  # one token every two seconds: the tests never wait for a refill
-BURST = 4
+BURST = 6
 SECRETS = [*KEYS.values(), METRICS_TOKEN, UPSTREAM_KEY]
 
 
