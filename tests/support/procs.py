@@ -39,7 +39,9 @@ class Server:
         return self.log.read_text(errors="replace")
 
 
-def wait_http(url: str, timeout: float = 15.0, process: subprocess.Popen[bytes] | None = None) -> None:
+def wait_http(
+    url: str, timeout: float = 15.0, process: subprocess.Popen[bytes] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
