@@ -10,8 +10,10 @@ costs is paid equally on both sides.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
+import statistics
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -275,6 +277,42 @@ def run_python(
             await target.close()
 
     return _from_summary(run_loop(go()), "python")
+
+
+def _median(values: list[float | None]) -> float:
+    present = [v for v in values if v is not None and not math.isnan(v)]
+    return round(statistics.median(present), 4) if present else math.nan
+
+
+def combine(results: list[Result]) -> Result:
+    """Slices of one phase as one result: counts add up, every figure is the slices' median."""
+    if len(results) == 1:
+        return results[0]
+    errors: dict[str, int] = {}
+    for result in results:
+        for name, count in result.errors_by_type.items():
+            errors[name] = errors.get(name, 0) + count
+    ttft50 = [r.ttft_p50 for r in results if r.ttft_p50 is not None]
+    ttft99 = [r.ttft_p99 for r in results if r.ttft_p99 is not None]
+    lags = [r.lag_p99 for r in results if r.lag_p99 is not None]
+    return Result(
+        generator=results[0].generator,
+        requests=sum(r.requests for r in results),
+        ok=sum(r.ok for r in results),
+        errors=sum(r.errors for r in results),
+        errors_by_type=errors,
+        duration_s=round(sum(r.duration_s for r in results), 3),
+        rate=_median([r.rate for r in results]),
+        min=min(r.min for r in results),
+        mean=_median([r.mean for r in results]),
+        p50=_median([r.p50 for r in results]),
+        p99=_median([r.p99 for r in results]),
+        p999=_median([r.p999 for r in results]),
+        max=max(r.max for r in results),
+        ttft_p50=_median(list(ttft50)) if ttft50 else None,
+        ttft_p99=_median(list(ttft99)) if ttft99 else None,
+        lag_p99=_median(list(lags)) if lags else None,
+    )
 
 
 def write_json(path: Path, data: object) -> None:

@@ -22,6 +22,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from statistics import median
 
 import click
 import msgspec
@@ -31,17 +32,16 @@ from aiorch.bench.report import make_console
 from aiorch.bench.targets import HttpTarget
 from benchmarks.overhead import servers
 from benchmarks.overhead.generators import (
-    FAST,
     RawPost,
     Result,
     Shape,
+    combine,
     run_python,
     run_wrk,
     write_json,
     wrk_path,
-    wrk_version,
 )
-from benchmarks.overhead.servers import Proc, Sampler, machine, probe, set_delay
+from benchmarks.overhead.servers import Proc, Sampler, Usage, probe, set_delay, settings_block
 from benchmarks.overhead.shapes import (
     AIORCH_HEADERS,
     AIORCH_PATH,
@@ -58,18 +58,30 @@ from benchmarks.overhead.table import Row, checks, diffs_of, render, render_chec
 
 
 class Bench:
-    """Runs phases against the two servers and keeps the rows."""
+    """Runs phases against the two servers and keeps the rows.
+
+    Each phase is cut into `rounds` slices that alternate between the paths (direct, aiorch,
+    direct, aiorch, ...), and each figure is the median over the slices: a burst of load from
+    elsewhere on the machine then spoils one slice of each path instead of one whole path.
+    """
 
     def __init__(
-        self, mock: Proc, aiorch: Proc, *, duration: float, use_wrk: bool, threads: int
+        self,
+        mock: Proc,
+        aiorch: Proc,
+        *,
+        duration: float,
+        use_wrk: bool,
+        threads: int,
+        rounds: int = 1,
     ) -> None:
         self.mock, self.aiorch = mock, aiorch
-        self.duration, self.use_wrk, self.threads = duration, use_wrk, threads
+        self.use_wrk, self.threads, self.rounds = use_wrk, threads, rounds
+        self.duration = duration / rounds  # one slice
         self.rows: list[Row] = []
         self.console = make_console(stderr=True)
 
-    def measure(self, upstream: str, scenario: str, path: str, go: Callable[[], Result]) -> Row:
-        self.console.print(f"  {upstream:>10}  {scenario:<16} {path:<7}", end="")
+    def _sampled(self, go: Callable[[], Result]) -> tuple[Result, Usage, Usage]:
         with (
             Sampler(self.aiorch.process.pid) as on_aiorch,
             Sampler(self.mock.process.pid) as on_mock,
@@ -77,22 +89,39 @@ class Bench:
             result = go()
         assert on_aiorch.usage is not None
         assert on_mock.usage is not None
-        direct = path == "direct"
-        row = Row(
-            upstream=upstream,
-            scenario=scenario,
-            path=path,
-            result=result,
-            aiorch_cpu_percent=None if direct else on_aiorch.usage.cpu_percent,
-            aiorch_peak_rss_mb=None if direct else on_aiorch.usage.peak_rss_mb,
-            mock_cpu_percent=on_mock.usage.cpu_percent,
-        )
-        self.console.print(
-            f" {result.rate:>9,.0f}/s  p50 {result.p50:8.3f} ms  p99 {result.p99:8.3f} ms"
-            f"  errors {result.errors}"
-        )
-        self.rows.append(row)
-        return row
+        return result, on_aiorch.usage, on_mock.usage
+
+    def measure_paths(
+        self, upstream: str, scenario: str, runs: dict[str, Callable[[], Result]]
+    ) -> list[Row]:
+        slices: dict[str, list[tuple[Result, Usage, Usage]]] = {path: [] for path in runs}
+        for _ in range(self.rounds):
+            for path, go in runs.items():
+                slices[path].append(self._sampled(go))
+        rows = []
+        for path, got in slices.items():
+            result = combine([r for r, _, _ in got])
+            direct = path == "direct"
+            row = Row(
+                upstream=upstream,
+                scenario=scenario,
+                path=path,
+                result=result,
+                aiorch_cpu_percent=None if direct else median(a.cpu_percent for _, a, _ in got),
+                aiorch_peak_rss_mb=None if direct else max(a.peak_rss_mb for _, a, _ in got),
+                mock_cpu_percent=median(m.cpu_percent for _, _, m in got),
+                slices=[r for r, _, _ in got],
+            )
+            self.console.print(
+                f"  {upstream:>10}  {scenario:<16} {path:<7} {result.rate:>9,.0f}/s"
+                f"  p50 {result.p50:8.3f} ms  p99 {result.p99:8.3f} ms  errors {result.errors}"
+            )
+            self.rows.append(row)
+            rows.append(row)
+        return rows
+
+    def measure(self, upstream: str, scenario: str, path: str, go: Callable[[], Result]) -> Row:
+        return self.measure_paths(upstream, scenario, {path: go})[0]
 
     def closed(self, direct: bool, shape: Shape, connections: int, unique: bool = True) -> Result:
         base = self.mock.url if direct else self.aiorch.url
@@ -147,8 +176,9 @@ class Bench:
         return run_python(target, query=QUERY, duration=self.duration)
 
     def pair(self, upstream: str, scenario: str, run: Callable[[bool], Result]) -> None:
-        self.measure(upstream, scenario, "direct", lambda: run(True))
-        self.measure(upstream, scenario, "aiorch", lambda: run(False))
+        self.measure_paths(
+            upstream, scenario, {"direct": lambda: run(True), "aiorch": lambda: run(False)}
+        )
 
 
 def _rates(text: str) -> list[float]:
@@ -156,45 +186,6 @@ def _rates(text: str) -> list[float]:
         return [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise click.BadParameter(f"expected comma-separated numbers, got {text!r}") from None
-
-
-def settings_block(
-    aiorch_port: int,
-    workers: int,
-    route: str,
-    tokens: int,
-    delay_ms: float,
-    use_wrk: bool,
-    wrk_threads: int,
-    duration: float,
-) -> dict[str, object]:
-    """Every setting that decides the figures, printed and saved with them."""
-    client = "python, httptools client on uvloop" if FAST else "python, aiohttp on uvloop"
-    return {
-        "machine": machine(),
-        "aiorch": {
-            "command": " ".join(["python", *servers.aiorch_argv(aiorch_port, workers)[1:]]),
-            "workers": workers,
-            "server": "uvicorn with uvloop and httptools (aiorch serve)",
-            "logging": "level warning, access log off",
-            "backends": f"kimi and qwen: OpenAI-compatible API on the mock ({QWEN_MODEL})",
-            "cache": "in-memory (no AIORCH_REDIS_URL), default size",
-            "auth": "no AIORCH_API_KEYS",
-            "miss_path": route,
-        },
-        "mock": {
-            "workers": 1,
-            "tokens": tokens,
-            "latency_ms": [0, delay_ms],
-            "server": "aiohttp on uvloop, access log off",
-        },
-        "generators": {
-            "closed_loop": f"{wrk_version()}, {wrk_threads} thread(s)" if use_wrk else client,
-            "open_loop": f"{client} (aiorch.bench runner, latency from the intended send)",
-            "stream": "python, aiohttp on uvloop (aiorch.bench HttpTarget)",
-        },
-        "duration_s_per_phase": duration,
-    }
 
 
 def phases(
@@ -266,7 +257,13 @@ def phases(
 
 
 @click.command(context_settings={"show_default": True, "max_content_width": 100})
-@click.option("--duration", type=click.FloatRange(1), default=5.0, help="Seconds per phase.")
+@click.option("--duration", type=click.FloatRange(1), default=6.0, help="Seconds per phase.")
+@click.option(
+    "--rounds",
+    type=click.IntRange(1),
+    default=3,
+    help="Slices per phase, alternating direct/aiorch; figures are medians over slices.",
+)
 @click.option("--connections", type=click.IntRange(2), default=32, help="Closed-loop c=N.")
 @click.option("--rates", default="200,1000", help="Open-loop rates (req/s), zero delay.")
 @click.option("--delay-ms", type=click.FloatRange(0), default=100.0, help="Fixed-delay variant.")
@@ -289,6 +286,7 @@ def phases(
 )
 def main(
     duration: float,
+    rounds: int,
     connections: int,
     rates: str,
     delay_ms: float,
@@ -302,6 +300,8 @@ def main(
 ) -> None:
     """Measure what aiorch adds: straight to the mock upstream vs through aiorch, one run."""
     open_rates, slow_rates = _rates(rates), _rates(delay_rates)
+    if duration / rounds < 1:
+        raise click.BadParameter("each slice (--duration / --rounds) must last at least 1 s")
     use_wrk = generator == "wrk" or (generator == "auto" and wrk_path() is not None)
     if generator == "wrk" and wrk_path() is None:
         raise click.ClickException("--generator wrk: wrk is not installed (apt-get install wrk)")
@@ -329,13 +329,21 @@ def main(
                 use_wrk,
                 wrk_threads,
                 duration,
+                rounds,
             )
             err.print(f"aiorch {aiorch.url} -> mock {mock.url}; miss path: {route}")
             # Warm-up, not reported: connection pools, the interpreter's caches, allocations.
             warm = Bench(mock, aiorch, duration=1.0, use_wrk=use_wrk, threads=wrk_threads)
             warm.closed(True, DIRECT, connections)
             warm.closed(False, MISS, connections)
-            bench = Bench(mock, aiorch, duration=duration, use_wrk=use_wrk, threads=wrk_threads)
+            bench = Bench(
+                mock,
+                aiorch,
+                duration=duration,
+                use_wrk=use_wrk,
+                threads=wrk_threads,
+                rounds=rounds,
+            )
             ceilings = phases(
                 bench, connections, open_rates, slow_rates, None if skip_delay else delay_ms
             )

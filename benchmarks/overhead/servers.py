@@ -26,6 +26,7 @@ from pathlib import Path
 import click
 import psutil
 
+from benchmarks.overhead.generators import FAST, wrk_version
 from benchmarks.overhead.shapes import AIORCH_PATH, HIT, QUERY, QWEN_MODEL, UPSTREAM_KEY
 
 
@@ -238,4 +239,45 @@ def machine() -> dict[str, object]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "aiorch_commit": commit or "unknown",
+    }
+
+
+def settings_block(
+    aiorch_port: int,
+    workers: int,
+    route: str,
+    tokens: int,
+    delay_ms: float,
+    use_wrk: bool,
+    wrk_threads: int,
+    duration: float,
+    rounds: int,
+) -> dict[str, object]:
+    """Every setting that decides the figures, printed and saved with them."""
+    client = "python, httptools client on uvloop" if FAST else "python, aiohttp on uvloop"
+    return {
+        "machine": machine(),
+        "aiorch": {
+            "command": " ".join(["python", *aiorch_argv(aiorch_port, workers)[1:]]),
+            "workers": workers,
+            "server": "uvicorn with uvloop and httptools (aiorch serve)",
+            "logging": "level warning, access log off",
+            "backends": f"kimi and qwen: OpenAI-compatible API on the mock ({QWEN_MODEL})",
+            "cache": "in-memory (no AIORCH_REDIS_URL), default size",
+            "auth": "no AIORCH_API_KEYS",
+            "miss_path": route,
+        },
+        "mock": {
+            "workers": 1,
+            "tokens": tokens,
+            "latency_ms": [0, delay_ms],
+            "server": "aiohttp on uvloop, access log off",
+        },
+        "generators": {
+            "closed_loop": f"{wrk_version()}, {wrk_threads} thread(s)" if use_wrk else client,
+            "open_loop": f"{client} (aiorch.bench runner, latency from the intended send)",
+            "stream": "python, aiohttp on uvloop (aiorch.bench HttpTarget)",
+        },
+        "duration_s_per_phase": duration,
+        "rounds": rounds,
     }

@@ -19,6 +19,7 @@ class Row(msgspec.Struct, kw_only=True):
     aiorch_cpu_percent: float | None  # of one core; None on direct rows
     aiorch_peak_rss_mb: float | None
     mock_cpu_percent: float
+    slices: list[Result] = []  # the alternating slices the figures are medians of
 
 
 class Added(msgspec.Struct, kw_only=True):
