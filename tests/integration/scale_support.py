@@ -23,12 +23,13 @@ TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 WAIT = 20.0
 
 # Every variable aiorch reads, blanked so that the developer's shell cannot leak into a test.
+# Not PROMETHEUS_MULTIPROC_DIR: prometheus_client turns multiprocess mode on when the variable
+# exists at all, even empty; the worker tests set it to a directory of their own.
 BLANK_ENV: dict[str, str] = {
     **dict.fromkeys(ENV_KEYS, ""),
     "AIORCH_API_KEYS": "",
     "AIORCH_CONFIG": "",
     "AIORCH_WORKERS": "",
-    "PROMETHEUS_MULTIPROC_DIR": "",
 }
 
 
