@@ -7,6 +7,7 @@ Subcommands are imported only when run, so `aiorch mock-upstream` does not load 
 from __future__ import annotations
 
 import importlib
+import os
 
 import click
 
@@ -38,6 +39,10 @@ class LazyGroup(click.Group):
         target = COMMANDS.get(cmd_name)
         if target is None:
             return None
+        # prometheus_client picks multiprocess mode on import when the variable merely exists,
+        # so an empty value must be dropped before any subcommand imports it: empty means unset.
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR") == "":
+            del os.environ["PROMETHEUS_MULTIPROC_DIR"]
         module_name, _, attribute = target.partition(":")
         command = getattr(importlib.import_module(module_name), attribute)
         if not isinstance(command, click.Command):

@@ -73,10 +73,6 @@ def serve(
     """Run the HTTP service."""
     import uvicorn
 
-    # prometheus_client picks multiprocess mode at import when the variable merely exists; an
-    # empty value would scatter its files over the working directory, so empty means unset.
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR") == "":
-        del os.environ["PROMETHEUS_MULTIPROC_DIR"]
     if config:
         os.environ["AIORCH_CONFIG"] = config  # each worker loads the same settings
     os.environ["AIORCH_HOST"], os.environ["AIORCH_PORT"] = host, str(port)
