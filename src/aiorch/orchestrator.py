@@ -62,6 +62,28 @@ class QueryOptions(msgspec.Struct, frozen=True, kw_only=True):
     request_id: str = ""
 
 
+class SharedCall:
+    """One upstream call awaited by every identical query in flight.
+
+    The call outlives any single waiter (it is shielded), but not all of them: when the last
+    waiter is cancelled (its client went away), the call is cancelled too.
+    """
+
+    def __init__(self, task: asyncio.Task[QueryResult]) -> None:
+        self.task = task
+        self.waiters = 0
+
+    async def join(self) -> QueryResult:
+        self.waiters += 1
+        try:
+            return await asyncio.shield(self.task)
+        except asyncio.CancelledError:
+            self.waiters -= 1
+            if self.waiters == 0:
+                self.task.cancel()
+            raise
+
+
 class AIOrchestrator:
     def __init__(
         self,
@@ -84,7 +106,7 @@ class AIOrchestrator:
         self.dispatcher = Dispatcher(settings, self.backends, self.metrics)
         self._classify = classifier
         self._cache_guard = CacheGuard(self.cache, self.metrics, settings.cache.redis_timeout)
-        self._in_flight: dict[str, asyncio.Task[QueryResult]] = {}
+        self._in_flight: dict[str, SharedCall] = {}
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **kwargs: object) -> AIOrchestrator:
@@ -132,15 +154,15 @@ class AIOrchestrator:
                 if hit is not None:
                     return self._from_cache(hit, query_type, request.request_id, started)
                 self.metrics.cache_misses.inc()
-                leader = self._in_flight.get(key)
-                if leader is not None:
+                shared = self._in_flight.get(key)
+                if shared is not None:
                     self.metrics.coalesced.inc()
-                    shared = await asyncio.shield(leader)
-                    return msgspec.structs.replace(shared, request_id=request.request_id)
+                    result = await shared.join()
+                    return msgspec.structs.replace(result, request_id=request.request_id)
                 task = asyncio.ensure_future(self._answer(request, query_type, route, options, key))
-                self._in_flight[key] = task
+                shared = self._in_flight[key] = SharedCall(task)
                 task.add_done_callback(lambda done: self._settled(key, done))
-                return await asyncio.shield(task)
+                return await shared.join()
             return await self._answer(request, query_type, route, options, None)
         finally:
             self.metrics.in_flight.dec()
@@ -407,8 +429,8 @@ class AIOrchestrator:
         )
 
     async def close(self) -> None:
-        for task in list(self._in_flight.values()):
-            task.cancel()
+        for shared in list(self._in_flight.values()):
+            shared.task.cancel()
         await asyncio.gather(*(b.close() for b in self.backends.values()))
         await self.cache.close()
 

@@ -162,17 +162,23 @@ def test_cached_answer_streams_as_one_chunk(kimi_api_service: Service) -> None:
     assert second[-1].event == "done"
 
 
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "plain"])
 @pytest.mark.parametrize("endpoint", ["/api/ai/query", "/v1/chat/completions"])
 def test_client_leaving_before_the_first_token_cancels_the_upstream_call(
-    kimi_api_service: Service, endpoint: str
+    kimi_api_service: Service, endpoint: str, stream: bool
 ) -> None:
+    """Streamed or not, a client that gives up stops the (minutes-long) upstream call."""
     mock = kimi_api_service.mock
     assert mock is not None
     prompt = unique(f"Think hard. {THINKS_FOR_A_MINUTE}")
     if endpoint == "/api/ai/query":
-        body: dict[str, Any] = {"query": prompt, "query_type": "reasoning", "stream": True}
+        body: dict[str, Any] = {"query": prompt, "query_type": "reasoning", "stream": stream}
     else:
-        body = {"model": "kimi", "stream": True, "messages": [{"role": "user", "content": prompt}]}
+        body = {
+            "model": "kimi",
+            "stream": stream,
+            "messages": [{"role": "user", "content": prompt}],
+        }
     payload = json.dumps(body).encode()
     head = (
         f"POST {endpoint} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"

@@ -12,6 +12,7 @@ from aiorch.errors import AiorchError
 from aiorch.orchestrator import AIOrchestrator, QueryOptions, build_messages
 from aiorch.routing import parse_agent_type, parse_query_type
 from aiorch.server import sse
+from aiorch.server.disconnect import client_gone_response, unless_client_leaves
 from aiorch.server.responses import JSON
 from aiorch.server.schemas import QueryBody, decode
 from aiorch.types import StreamChunk, StreamStart
@@ -39,14 +40,14 @@ async def query(request: Request) -> Response:
         events = orchestrator.stream(messages, options)
         first = await sse.first_event(request, events)  # errors before it are plain JSON
         if first is None:
-            return sse.client_gone_response()
+            return client_gone_response()
         return StreamingResponse(
             _sse(first, events, options.request_id),
             media_type="text/event-stream",
             headers=SSE_HEADERS,
         )
-    result = await orchestrator.complete(messages, options)
-    return JSON(result)
+    result = await unless_client_leaves(request, orchestrator.complete(messages, options))
+    return client_gone_response() if result is None else JSON(result)
 
 
 async def _sse(

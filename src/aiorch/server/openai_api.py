@@ -17,6 +17,7 @@ from aiorch.errors import AiorchError, RequestError
 from aiorch.orchestrator import AIOrchestrator, QueryOptions
 from aiorch.server import sse
 from aiorch.server.api import SSE_HEADERS
+from aiorch.server.disconnect import client_gone_response, unless_client_leaves
 from aiorch.server.responses import JSON
 from aiorch.server.schemas import (
     ChatBody,
@@ -55,15 +56,15 @@ async def chat_completions(request: Request) -> Response:
         events = orchestrator.stream(messages, options)
         first = await sse.first_event(request, events)
         if first is None:
-            return sse.client_gone_response()
+            return client_gone_response()
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(
             _chunks(first, events, options.request_id, include_usage),
             media_type="text/event-stream",
             headers=SSE_HEADERS,
         )
-    result = await orchestrator.complete(messages, options)
-    return JSON(_completion(result))
+    result = await unless_client_leaves(request, orchestrator.complete(messages, options))
+    return client_gone_response() if result is None else JSON(_completion(result))
 
 
 def _completion(result: QueryResult) -> ChatCompletion:

@@ -10,13 +10,11 @@ from typing import TypeVar
 
 import msgspec
 from starlette.requests import Request
-from starlette.responses import Response
 
 from aiorch.errors import AiorchError
+from aiorch.server.disconnect import client_gone
 
 T = TypeVar("T")
-# nginx's "client closed request": recorded in the HTTP metrics, seen by nobody.
-CLIENT_GONE = 499
 
 _encode = msgspec.json.Encoder().encode
 DONE = b"data: [DONE]\n\n"
@@ -50,7 +48,7 @@ async def first_event(request: Request, events: AsyncGenerator[T, None]) -> T | 
         return await anext(events)
 
     answer = asyncio.ensure_future(first())
-    gone = asyncio.ensure_future(_client_gone(request))
+    gone = asyncio.ensure_future(client_gone(request))
     try:
         await asyncio.wait((answer, gone), return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -63,13 +61,3 @@ async def first_event(request: Request, events: AsyncGenerator[T, None]) -> T | 
     if answer.cancelled():
         return None
     return answer.result()
-
-
-async def _client_gone(request: Request) -> None:
-    # The body has been read, so the next message is the disconnect, whenever it comes.
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
-def client_gone_response() -> Response:
-    return Response(status_code=CLIENT_GONE)
