@@ -272,10 +272,13 @@ def _name_key(message: str) -> str:
     text, _, where = message.rpartition(" - at `$.")
     if not where:
         return message
-    key = where.rstrip("`")
+    return f"{_named(where.rstrip('`'))}: {text}"
+
+
+def _named(key: str) -> str:
+    """A settings key, with the environment variable that sets it when there is one."""
     env = [name for name, dotted in ENV_KEYS.items() if dotted == key]
-    source = f" (environment variable {env[0]} or the config file)" if env else ""
-    return f"{key}{source}: {text}"
+    return f"{key} (environment variable {env[0]} or the config file)" if env else key
 
 
 def _check(settings: Settings) -> None:
@@ -284,7 +287,9 @@ def _check(settings: Settings) -> None:
         backend = settings.backend(service)
         name = service.value
         if backend.timeout <= 0:
-            problems.append(f"{name}.timeout must be > 0 seconds, got {backend.timeout}")
+            problems.append(
+                f"{_named(name + '.timeout')} must be > 0 seconds, got {backend.timeout}"
+            )
         if backend.connect_timeout <= 0:
             problems.append(f"{name}.connect_timeout must be > 0, got {backend.connect_timeout}")
         if backend.max_tokens < 1:
@@ -293,7 +298,10 @@ def _check(settings: Settings) -> None:
             problems.append(f"{name}.temperature must be in [0, 2], got {backend.temperature}")
         url = backend.url
         if url is not None and not url.startswith(("http://", "https://")):
-            problems.append(f"{name}: URL {url!r} must start with http:// or https://")
+            field = "ollama_url" if backend.kind.value == "ollama" else "base_url"
+            problems.append(
+                f"{_named(f'{name}.{field}')}: {url!r} must start with http:// or https://"
+            )
     missing = set(QueryType) - set(settings.routes)
     if missing:
         problems.append(f"routes: no route for {', '.join(sorted(missing))}")
@@ -301,7 +309,7 @@ def _check(settings: Settings) -> None:
         if route.primary.value in {f.value for f in route.fallbacks}:
             problems.append(f"routes.{query_type.value}: primary is also a fallback")
     if not 0 < settings.server.port < 65536:
-        problems.append(f"server.port (AIORCH_PORT) must be 1-65535, got {settings.server.port}")
+        problems.append(f"{_named('server.port')} must be 1-65535, got {settings.server.port}")
     if settings.retry.attempts < 1:
         problems.append(f"retry.attempts must be >= 1, got {settings.retry.attempts}")
     hedge = settings.hedge

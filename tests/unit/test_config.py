@@ -95,11 +95,11 @@ def test_blank_values_are_ignored_and_values_are_trimmed() -> None:
         ("AIORCH_PORT", "http", ("server.port", "AIORCH_PORT")),
         ("AIORCH_RATE_LIMIT_PER_MINUTE", "lots", ("server.rate_limit_per_minute",)),
         ("AIORCH_LOG_PROMPTS", "perhaps", ("server.log_prompts", "AIORCH_LOG_PROMPTS")),
-        ("KIMI_TIMEOUT", "0", ("kimi.timeout",)),
-        ("QWEN_TIMEOUT", "-5", ("qwen.timeout",)),
+        ("KIMI_TIMEOUT", "0", ("kimi.timeout", "KIMI_TIMEOUT")),
+        ("QWEN_TIMEOUT", "-5", ("qwen.timeout", "QWEN_TIMEOUT")),
         ("AIORCH_PORT", "70000", ("server.port", "AIORCH_PORT")),
-        ("KIMI_BASE_URL", "api.moonshot.ai/v1", ("kimi", "http://")),
-        ("QWEN_OLLAMA_URL", "gpu:11434", ("qwen", "http://")),
+        ("KIMI_BASE_URL", "api.moonshot.ai/v1", ("kimi.base_url", "KIMI_BASE_URL", "http://")),
+        ("QWEN_OLLAMA_URL", "gpu:11434", ("qwen.ollama_url", "QWEN_OLLAMA_URL", "http://")),
     ],
 )
 def test_bad_values_name_the_key(variable: str, value: str, names: tuple[str, ...]) -> None:
