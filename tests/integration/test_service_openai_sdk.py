@@ -165,6 +165,14 @@ def test_models_list(sdk: openai.OpenAI, online_service: Service) -> None:
     assert models[kimi_model] == "kimi"
 
 
+def test_models_retrieve(sdk: openai.OpenAI) -> None:
+    assert sdk.models.retrieve("qwen2.5-coder:7b").owned_by == "qwen"
+    assert sdk.models.retrieve("auto").owned_by == "aiorch"
+    with pytest.raises(openai.NotFoundError) as caught:
+        sdk.models.retrieve("gpt-9")
+    assert "gpt-9" in str(caught.value)
+
+
 def test_every_listed_model_can_be_used(sdk: openai.OpenAI) -> None:
     for model in sdk.models.list():
         completion = sdk.chat.completions.create(model=model.id, messages=user(unique("hi")))

@@ -53,6 +53,7 @@ def create_app(
         Route("/api/ai/query", api.query, methods=["POST"]),
         Route("/v1/chat/completions", openai_api.chat_completions, methods=["POST"]),
         Route("/v1/models", openai_api.models, methods=["GET"]),
+        Route("/v1/models/{model:path}", openai_api.model, methods=["GET"]),
         Route("/metrics", ops.metrics, methods=["GET"]),
         Route("/healthz", ops.healthz, methods=["GET"]),
         Route("/readyz", ops.readyz, methods=["GET"]),

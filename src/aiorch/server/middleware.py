@@ -52,6 +52,7 @@ ROUTES = frozenset(
     }
 )
 FLOWS_PREFIX = "/api/ai/flows/"
+MODELS_PREFIX = "/v1/models/"
 METHODS = frozenset({"GET", "POST", "HEAD", "OPTIONS"})
 PROTECTED = ("/api/", "/v1/")
 
@@ -61,6 +62,8 @@ def route_label(path: str) -> str:
         return path
     if path.startswith(FLOWS_PREFIX):
         return FLOWS_PREFIX + "{name}"
+    if path.startswith(MODELS_PREFIX):
+        return MODELS_PREFIX + "{model}"
     return "other"
 
 

@@ -13,7 +13,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from aiorch.errors import AiorchError, RequestError
+from aiorch.errors import AiorchError, NotFound, RequestError
 from aiorch.orchestrator import AIOrchestrator, QueryOptions
 from aiorch.server import sse
 from aiorch.server.api import SSE_HEADERS
@@ -130,8 +130,20 @@ async def _chunks(
 
 
 async def models(request: Request) -> Response:
-    orchestrator: AIOrchestrator = request.app.state.orchestrator
+    return JSON(ModelList(data=_cards(request.app.state.orchestrator)))
+
+
+async def model(request: Request) -> Response:
+    """`GET /v1/models/{model}`, which the OpenAI SDK's `models.retrieve` calls."""
+    wanted = request.path_params["model"]
+    for card in _cards(request.app.state.orchestrator):
+        if card.id == wanted:
+            return JSON(card)
+    raise NotFound(f"model {wanted[:80]!r} is not served here; GET /v1/models lists those that are")
+
+
+def _cards(orchestrator: AIOrchestrator) -> list[ModelCard]:
     cards = [ModelCard(id="auto", owned_by="aiorch")]
     for model_id, service in orchestrator.router.model_ids.items():
         cards.append(ModelCard(id=model_id, owned_by=service.value))
-    return JSON(ModelList(data=cards))
+    return cards

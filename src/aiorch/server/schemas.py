@@ -181,21 +181,23 @@ def openapi(version: str) -> dict[str, Any]:
     from aiorch.agents.flow import FlowResult  # the flows build on this module
     from aiorch.server.flows import FlowBody
 
-    (query, result, chat, completion, models, ready, error, flow, flow_result), components = (
-        msgspec.json.schema_components(
-            [
-                QueryBody,
-                QueryResult,
-                ChatBody,
-                ChatCompletion,
-                ModelList,
-                Readyz,
-                ErrorBody,
-                FlowBody,
-                FlowResult,
-            ],
-            ref_template="#/components/schemas/{name}",
-        )
+    (
+        (query, result, chat, completion, models, card, ready, error, flow, flow_result),
+        components,
+    ) = msgspec.json.schema_components(
+        [
+            QueryBody,
+            QueryResult,
+            ChatBody,
+            ChatCompletion,
+            ModelList,
+            ModelCard,
+            Readyz,
+            ErrorBody,
+            FlowBody,
+            FlowResult,
+        ],
+        ref_template="#/components/schemas/{name}",
     )
     errors = {
         str(code): {"description": text, "content": {"application/json": {"schema": error}}}
@@ -237,6 +239,11 @@ def openapi(version: str) -> dict[str, Any]:
             }
         }
 
+    model_card = get("One configured model.", card)
+    model_card["get"]["responses"]["404"] = {
+        "description": "No configured model has that id.",
+        "content": {"application/json": {"schema": error}},
+    }
     run_flow = post("Run an agent flow (ba-dev-qa, dev-qa, ...).", flow, flow_result, FLOW_EVENTS)
     run_flow["post"]["responses"]["404"] = {
         "description": "No flow has that name; the message lists the configured ones.",
@@ -260,6 +267,12 @@ def openapi(version: str) -> dict[str, Any]:
                 ],
             },
             "/v1/models": get("The configured models.", models),
+            "/v1/models/{model}": {
+                **model_card,
+                "parameters": [
+                    {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+            },
             "/healthz": get("Liveness.", {"type": "object"}),
             "/readyz": get("Readiness of each backend.", ready),
             "/metrics": get("Prometheus exposition.", {"type": "string"}, "text/plain"),
