@@ -9,22 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import msgspec
 
+from aiorch.answers import SharedCall, build_messages, merge_answers, replay
 from aiorch.backends import Backend, Readiness, build_backend
-from aiorch.cache import Cache, MemoryCache, cache_key
+from aiorch.cache import Cache, MemoryCache
 from aiorch.classifier import classify
 from aiorch.config import Settings, load_settings
 from aiorch.dispatch import Answer, Dispatcher, all_failed
-from aiorch.errors import AllBackendsFailed, BackendError, RequestError
+from aiorch.errors import AllBackendsFailed, BackendError
 from aiorch.guard import CacheGuard
 from aiorch.monitoring.prometheus_metrics import Metrics
 from aiorch.monitoring.tracing import SCOPE, trace_exemplar, traced
+from aiorch.planning import Plan, Planner, QueryOptions
 from aiorch.routing import Route, Router, parse_agent_type, parse_query_type
 from aiorch.types import (
     AgentType,
@@ -50,40 +51,6 @@ _encode = msgspec.json.Encoder().encode
 _decode_result = msgspec.json.Decoder(QueryResult).decode
 
 
-class QueryOptions(msgspec.Struct, frozen=True, kw_only=True):
-    query_type: QueryType | None = None  # None: classify
-    agent_type: AgentType = AgentType.DIRECT
-    service: Service | None = None  # pin one service: no routing, no fallback
-    use_cache: bool = True
-    max_tokens: int | None = None
-    temperature: float | None = None
-    thinking: bool | None = None
-    tenant: str = ""  # cache partition, e.g. the API key's hash
-    request_id: str = ""
-
-
-class SharedCall:
-    """One upstream call awaited by every identical query in flight.
-
-    The call outlives any single waiter (it is shielded), but not all of them: when the last
-    waiter is cancelled (its client went away), the call is cancelled too.
-    """
-
-    def __init__(self, task: asyncio.Task[QueryResult]) -> None:
-        self.task = task
-        self.waiters = 0
-
-    async def join(self) -> QueryResult:
-        self.waiters += 1
-        try:
-            return await asyncio.shield(self.task)
-        except asyncio.CancelledError:
-            self.waiters -= 1
-            if self.waiters == 0:
-                self.task.cancel()
-            raise
-
-
 class AIOrchestrator:
     def __init__(
         self,
@@ -103,8 +70,9 @@ class AIOrchestrator:
         self._tracer = tracer_provider.get_tracer(SCOPE) if tracer_provider else None
         self.cache: Cache = cache if cache is not None else default_cache(settings)
         self.router = Router(settings)
+        models = {service: backend.settings.model_id for service, backend in self.backends.items()}
+        self.planner = Planner(settings, self.router, models, classifier)
         self.dispatcher = Dispatcher(settings, self.backends, self.metrics)
-        self._classify = classifier
         self._cache_guard = CacheGuard(self.cache, self.metrics, settings.cache.redis_timeout)
         self._in_flight: dict[str, SharedCall] = {}
 
@@ -142,28 +110,26 @@ class AIOrchestrator:
 
     async def complete(self, messages: Sequence[Message], options: QueryOptions) -> QueryResult:
         started = time.perf_counter()
-        request = self._request(messages, options)
-        self._log_prompt(request)
-        query_type = options.query_type or self._classify(messages[-1].content)
-        route = self._route(query_type, options)
-        key = self._key(request, query_type, route, options)
+        plan = self.planner.plan(messages, options)
+        self._log_prompt(plan.request)
+        key = plan.key
         self.metrics.in_flight.inc()
         try:
-            if key is not None:
-                hit = await self._cache_guard.get(key)
-                if hit is not None:
-                    return self._from_cache(hit, query_type, request.request_id, started)
-                self.metrics.cache_misses.inc()
-                shared = self._in_flight.get(key)
-                if shared is not None:
-                    self.metrics.coalesced.inc()
-                    result = await shared.join()
-                    return msgspec.structs.replace(result, request_id=request.request_id)
-                task = asyncio.ensure_future(self._answer(request, query_type, route, options, key))
-                shared = self._in_flight[key] = SharedCall(task)
-                task.add_done_callback(lambda done: self._settled(key, done))
-                return await shared.join()
-            return await self._answer(request, query_type, route, options, None)
+            if key is None:
+                return await self._answer(plan)
+            hit = await self._cache_guard.get(key)
+            if hit is not None:
+                return self._from_cache(hit, plan, started)
+            self.metrics.cache_misses.inc()
+            shared = self._in_flight.get(key)
+            if shared is not None:
+                self.metrics.coalesced.inc()
+                result = await shared.join()
+                return msgspec.structs.replace(result, request_id=plan.request.request_id)
+            task = asyncio.ensure_future(self._answer(plan))
+            shared = self._in_flight[key] = SharedCall(task)
+            task.add_done_callback(lambda done: self._settled(key, done))
+            return await shared.join()
         finally:
             self.metrics.in_flight.dec()
 
@@ -172,51 +138,44 @@ class AIOrchestrator:
         if not task.cancelled():
             task.exception()  # retrieved: every waiter may have left before it failed
 
-    async def _answer(
-        self,
-        request: CompletionRequest,
-        query_type: QueryType,
-        route: Route,
-        options: QueryOptions,
-        key: str | None,
-    ) -> QueryResult:
+    async def _answer(self, plan: Plan) -> QueryResult:
         if self._tracer is None:
-            return await self._answer_untraced(request, query_type, route, options, key)
+            return await self._answer_untraced(plan)
         attributes = {
-            "aiorch.query_type": query_type.value,
-            "aiorch.agent_type": options.agent_type.value,
-            "aiorch.route": route.selected.value,
-            "aiorch.request_id": request.request_id,
+            "aiorch.query_type": plan.query_type.value,
+            "aiorch.agent_type": plan.options.agent_type.value,
+            "aiorch.route": plan.route.selected.value,
+            "aiorch.request_id": plan.request.request_id,
         }
         with self._tracer.start_as_current_span("aiorch query", attributes=attributes):
-            return await self._answer_untraced(request, query_type, route, options, key)
+            return await self._answer_untraced(plan)
 
-    async def _answer_untraced(
-        self,
-        request: CompletionRequest,
-        query_type: QueryType,
-        route: Route,
-        options: QueryOptions,
-        key: str | None,
-    ) -> QueryResult:
+    async def _answer_untraced(self, plan: Plan) -> QueryResult:
         started = time.perf_counter()
+        route = plan.route
         try:
             if route.multi:
-                answer = await self._multi(route, request)
+                answer = await self._multi(route, plan.request)
             else:
-                answer = await self.dispatcher.chain(route, request)
+                answer = await self.dispatcher.chain(route, plan.request)
         except AllBackendsFailed:
-            model = self.backends[route.services[0]].settings.model_id
-            self.metrics.ai_queries.labels(
-                options.agent_type.value, Status.ERROR.value, model
-            ).inc()
+            self._record_failure(plan)
             raise
         elapsed = time.perf_counter() - started
-        result = self._result(answer, query_type, route, options, request.request_id, elapsed)
+        result = self._result(answer, plan, elapsed)
         self._record(result, elapsed, answer.backend_seconds)
-        if key is not None and answer.completion.finish_reason in ("stop", "length", None):
-            await self._cache_guard.set(key, _encode(result), self.settings.cache.ttl_seconds)
+        if plan.key is not None and answer.completion.finish_reason in ("stop", "length", None):
+            await self._store(plan.key, result)
         return result
+
+    def _record_failure(self, plan: Plan) -> None:
+        model = self.backends[plan.route.services[0]].settings.model_id
+        self.metrics.ai_queries.labels(
+            plan.options.agent_type.value, Status.ERROR.value, model
+        ).inc()
+
+    async def _store(self, key: str, result: QueryResult) -> None:
+        await self._cache_guard.set(key, _encode(result), self.settings.cache.ttl_seconds)
 
     async def _multi(self, route: Route, request: CompletionRequest) -> Answer:
         """Ask every service at once; answer with whichever succeed, tolerating failures."""
@@ -253,30 +212,21 @@ class AIOrchestrator:
             answers,
         )
 
-    def _result(
-        self,
-        answer: Answer,
-        query_type: QueryType,
-        route: Route,
-        options: QueryOptions,
-        request_id: str,
-        elapsed: float,
-    ) -> QueryResult:
+    def _result(self, answer: Answer, plan: Plan, elapsed: float) -> QueryResult:
         completion = answer.completion
-        multi = route.multi
         return QueryResult(
             answer=completion.content,
-            query_type=query_type,
+            query_type=plan.query_type,
             selected_service=(
-                SelectedService.MULTI if multi else SelectedService(answer.service.value)
+                SelectedService.MULTI if plan.route.multi else SelectedService(answer.service.value)
             ),
             model=completion.model,
             cached=False,
             fallback=answer.fallback,
             usage=completion.usage,
             latency_ms=round(elapsed * 1000, 3),
-            request_id=request_id,
-            agent_type=options.agent_type,
+            request_id=plan.request.request_id,
+            agent_type=plan.options.agent_type,
             reasoning_content=completion.reasoning_content,
             offline=completion.offline,
             attempts=answer.attempts,
@@ -297,10 +247,9 @@ class AIOrchestrator:
         ).observe(elapsed)
         m.overhead.observe(max(0.0, elapsed - backend_seconds))
 
-    def _from_cache(
-        self, raw: bytes, query_type: QueryType, request_id: str, started: float
-    ) -> QueryResult:
+    def _from_cache(self, raw: bytes, plan: Plan, started: float) -> QueryResult:
         cached = _decode_result(raw)
+        query_type = plan.query_type
         elapsed = time.perf_counter() - started
         m = self.metrics
         m.cache_hits.inc()
@@ -314,7 +263,7 @@ class AIOrchestrator:
             cached=True,
             fallback=None,
             attempts=(),
-            request_id=request_id,
+            request_id=plan.request.request_id,
             latency_ms=round(elapsed * 1000, 3),
         )
 
@@ -327,51 +276,42 @@ class AIOrchestrator:
         `StreamInterrupted`. A cached answer, or a multi-service one, comes as one chunk.
         """
         started = time.perf_counter()
-        request = self._request(messages, options)
-        self._log_prompt(request)
-        query_type = options.query_type or self._classify(messages[-1].content)
-        route = self._route(query_type, options)
-        key = self._key(request, query_type, route, options)
+        plan = self.planner.plan(messages, options)
+        self._log_prompt(plan.request)
         self.metrics.in_flight.inc()
         try:
-            hit = await self._cache_guard.get(key) if key is not None else None
-            if key is not None and hit is None:
+            hit = await self._cache_guard.get(plan.key) if plan.key is not None else None
+            if plan.key is not None and hit is None:
                 self.metrics.cache_misses.inc()
-            if hit is not None or route.multi:
+            if hit is not None or plan.route.multi:
                 result = (
-                    self._from_cache(hit, query_type, request.request_id, started)
+                    self._from_cache(hit, plan, started)
                     if hit is not None
-                    else await self._answer(request, query_type, route, options, key)
+                    else await self._answer(plan)
                 )
                 async for event in replay(result):
                     yield event
                 return
-            async for event in self._stream_chain(request, query_type, route, options, key):
+            async for event in self._stream_chain(plan):
                 yield event
         finally:
             self.metrics.in_flight.dec()
 
-    async def _stream_chain(
-        self,
-        request: CompletionRequest,
-        query_type: QueryType,
-        route: Route,
-        options: QueryOptions,
-        key: str | None,
-    ) -> AsyncIterator[StreamStart | StreamChunk]:
+    async def _stream_chain(self, plan: Plan) -> AsyncIterator[StreamStart | StreamChunk]:
         started = time.perf_counter()
+        request = plan.request
         parts: list[str] = []
         reasoning: list[str] = []
         final: StreamChunk | None = None
         service: Service | None = None
         fallback = None
         try:
-            async for item in self.dispatcher.stream(route, request):
+            async for item in self.dispatcher.stream(plan.route, request):
                 if isinstance(item, tuple):
                     service, fallback = item
                     model = self.backends[service].settings.model_id
                     yield StreamStart(
-                        query_type,
+                        plan.query_type,
                         SelectedService(service.value),
                         model,
                         request.request_id,
@@ -385,10 +325,7 @@ class AIOrchestrator:
                     final = item
                 yield item
         except AllBackendsFailed:
-            model = self.backends[route.services[0]].settings.model_id
-            self.metrics.ai_queries.labels(
-                options.agent_type.value, Status.ERROR.value, model
-            ).inc()
+            self._record_failure(plan)
             raise
         if service is None or final is None:
             return
@@ -405,11 +342,11 @@ class AIOrchestrator:
         answer = Answer(
             completion, service, fallback, (Attempt(service, settings.model_id),), elapsed
         )
-        result = self._result(answer, query_type, route, options, request.request_id, elapsed)
+        result = self._result(answer, plan, elapsed)
         # Time spent waiting on the backend is most of the stream; overhead is measured per call.
         self._record(result, elapsed, elapsed)
-        if key is not None:
-            await self._cache_guard.set(key, _encode(result), self.settings.cache.ttl_seconds)
+        if plan.key is not None:
+            await self._store(plan.key, result)
 
     async def readiness(self) -> list[Readiness]:
         """Each backend's probe; a backend whose breaker is open is not ready, whatever it says."""
@@ -434,55 +371,11 @@ class AIOrchestrator:
         await asyncio.gather(*(b.close() for b in self.backends.values()))
         await self.cache.close()
 
-    def _request(self, messages: Sequence[Message], options: QueryOptions) -> CompletionRequest:
-        limits = self.settings.server
-        if not messages or not messages[-1].content.strip():
-            raise RequestError("query must not be empty", param="query")
-        size = sum(len(m.content) for m in messages)
-        if size > limits.max_query_chars:
-            raise RequestError(
-                f"query is {size} characters; the limit is {limits.max_query_chars}",
-                param="query",
-            )
-        if options.max_tokens is not None and not 1 <= options.max_tokens <= 1_000_000:
-            raise RequestError("max_tokens must be between 1 and 1000000", param="max_tokens")
-        if options.temperature is not None and not 0 <= options.temperature <= 2:
-            raise RequestError("temperature must be between 0 and 2", param="temperature")
-        return CompletionRequest(
-            messages=tuple(messages),
-            max_tokens=options.max_tokens,
-            temperature=options.temperature,
-            thinking=options.thinking,
-            request_id=options.request_id or os.urandom(8).hex(),
-        )
-
     def _log_prompt(self, request: CompletionRequest) -> None:
         """Prompt text reaches the log only when the operator opted in (AIORCH_LOG_PROMPTS)."""
         if self.settings.server.log_prompts:
             for message in request.messages:
                 log.info("prompt %s %s: %r", request.request_id, message.role, message.content)
-
-    def _route(self, query_type: QueryType, options: QueryOptions) -> Route:
-        if options.service is not None:
-            return self.router.pinned(options.service)
-        return self.router.route(query_type)
-
-    def _key(
-        self, request: CompletionRequest, query_type: QueryType, route: Route, options: QueryOptions
-    ) -> str | None:
-        if not (options.use_cache and self.settings.cache.enabled):
-            return None
-        target = ",".join(f"{s.value}={self.backends[s].settings.model_id}" for s in route.services)
-        return cache_key(
-            messages=tuple((m.role, m.content) for m in request.messages),
-            query_type=query_type,
-            agent_type=options.agent_type,
-            target=f"{route.selected.value}:{target}",
-            max_tokens=request.max_tokens,
-            temperature=request.temperature,
-            thinking=request.thinking,
-            tenant=options.tenant if self.settings.cache.per_key else "",
-        )
 
 
 def default_cache(settings: Settings) -> Cache:
@@ -494,34 +387,5 @@ def default_cache(settings: Settings) -> Cache:
     return MemoryCache(settings.cache.max_entries, settings.cache.max_bytes)
 
 
-def build_messages(query: str, context: str | None = None) -> list[Message]:
-    if not isinstance(query, str):
-        raise RequestError("query must be a string", param="query")
-    messages = [Message("system", f"Context:\n{context}")] if context else []
-    messages.append(Message("user", query))
-    return messages
-
-
-def merge_answers(answers: Mapping[str, str]) -> str:
-    """One text from several services' answers, each under its model family's name."""
-    if len(answers) == 1:
-        return next(iter(answers.values()))
-    titles = {Service.KIMI.value: "Kimi-K2-Thinking", Service.QWEN.value: "Qwen Coder"}
-    return "\n\n".join(f"## {titles.get(name, name)}\n\n{text}" for name, text in answers.items())
-
-
-async def replay(result: QueryResult) -> AsyncIterator[StreamStart | StreamChunk]:
-    """A finished answer as a stream: start, the whole text, the end."""
-    yield StreamStart(
-        result.query_type,
-        result.selected_service,
-        result.model,
-        result.request_id,
-        cached=result.cached,
-        fallback=result.fallback,
-        offline=result.offline,
-    )
-    yield StreamChunk(
-        content=result.answer, reasoning_content=result.reasoning_content or "", model=result.model
-    )
-    yield StreamChunk(finish_reason="stop", usage=result.usage, model=result.model)
+# QueryOptions and build_messages are part of calling the orchestrator: served from here too.
+__all__ = ["AIOrchestrator", "QueryOptions", "build_messages", "default_cache"]
