@@ -36,6 +36,7 @@ format: setup
 
 # Long measurements live outside the test suite.
 overhead: setup
+	bash scripts/ci/bench-deps.sh
 	$(BIN)/python -m benchmarks.overhead
 
 clean:
