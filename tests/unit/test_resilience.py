@@ -11,7 +11,9 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, multiprocess
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from aiorch.backends import Readiness
 from aiorch.config import BackendSettings, BreakerSettings, RetrySettings, Settings, load_settings
@@ -460,6 +462,27 @@ async def test_every_backend_open_gives_503_without_any_call() -> None:
     assert failed.value.status == 503
     assert {a.error_type for a in failed.value.attempts} == {CircuitOpen.error_type}
     assert all(b.calls == 1 for b in backends.values())
+
+
+def test_a_dead_workers_open_breaker_does_not_linger_in_the_merged_gauge(tmp_path: Path) -> None:
+    """With several workers the gauge is merged from per-process files; a dead worker's must go."""
+    gauge = Metrics(CollectorRegistry()).breaker_state
+    mode = gauge._multiprocess_mode  # the file name prometheus_client writes it under
+    for pid, value in ((100, 2.0), (101, 0.0)):  # worker 100 saw kimi open, then died
+        values = MmapedDict(str(tmp_path / f"gauge_{mode}_{pid}.db"))
+        key = mmap_key(
+            "orchestrator_circuit_breaker_state",
+            "orchestrator_circuit_breaker_state",
+            ["service"],
+            ["kimi"],
+            gauge._documentation,
+        )
+        values.write_value(key, value, 0.0)
+        values.close()
+    multiprocess.mark_process_dead(100, str(tmp_path))
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(tmp_path))
+    assert registry.get_sample_value("orchestrator_circuit_breaker_state", {"service": "kimi"}) == 0
 
 
 # ---------------------------------------------------------------------------- hedging

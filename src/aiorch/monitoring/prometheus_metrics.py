@@ -243,7 +243,7 @@ class Metrics:
             "Circuit breaker per service: 0 closed, 1 half-open, 2 open.",
             ["service"],
             registry=r,
-            multiprocess_mode="max",
+            multiprocess_mode="livemax",
         )
         self.cache_errors = Counter(
             "orchestrator_cache_errors_total",
