@@ -262,6 +262,7 @@ class Dispatcher:
             error_type=error.error_type if error else None,
             message=error.message if error else None,
             latency_ms=(time.perf_counter() - started) * 1000,
+            retry_after=error.retry_after if error else None,
         )
 
     async def stream(

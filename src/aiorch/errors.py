@@ -195,7 +195,10 @@ class CircuitOpen(BackendError):
 
 
 class AllBackendsFailed(AiorchError):
-    """Every backend on the route failed; `attempts` holds each one's error, in order."""
+    """Every backend on the route failed; `attempts` holds each one's error, in order.
+
+    `retry_after` is the soonest any of them said to come back (a 503's `Retry-After`).
+    """
 
     error_type = "all_backends_failed"
 
@@ -203,6 +206,8 @@ class AllBackendsFailed(AiorchError):
         super().__init__(message)
         self.attempts = tuple(attempts)
         self.status = status_code
+        waits = [a.retry_after for a in self.attempts if a.retry_after and a.retry_after > 0]
+        self.retry_after = min(waits) if waits else None
 
     def to_dict(self) -> dict[str, object]:
         return {

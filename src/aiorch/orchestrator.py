@@ -188,7 +188,15 @@ class AIOrchestrator:
         for service, outcome in zip(route.services, outcomes, strict=True):
             model = self.backends[service].settings.model_id
             if isinstance(outcome, BackendError):
-                attempts.append(Attempt(service, model, outcome.error_type, outcome.message))
+                attempts.append(
+                    Attempt(
+                        service,
+                        model,
+                        outcome.error_type,
+                        outcome.message,
+                        retry_after=outcome.retry_after,
+                    )
+                )
             elif isinstance(outcome, BaseException):
                 raise outcome
             else:

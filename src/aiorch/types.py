@@ -141,6 +141,7 @@ class Attempt(msgspec.Struct, frozen=True):
     error_type: str | None = None
     message: str | None = None
     latency_ms: float = 0.0
+    retry_after: float | None = None  # seconds the upstream (or an open breaker) asked to wait
 
 
 class Fallback(msgspec.Struct, frozen=True):

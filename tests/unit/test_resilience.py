@@ -40,6 +40,7 @@ from aiorch.resilience import (
     hedged,
 )
 from aiorch.routing import Route
+from aiorch.server.responses import error_response
 from aiorch.types import (
     Completion,
     CompletionRequest,
@@ -462,6 +463,31 @@ async def test_every_backend_open_gives_503_without_any_call() -> None:
     assert failed.value.status == 503
     assert {a.error_type for a in failed.value.attempts} == {CircuitOpen.error_type}
     assert all(b.calls == 1 for b in backends.values())
+
+
+async def test_busy_backends_give_503_with_the_soonest_retry_after_they_asked_for() -> None:
+    s = settings(retry={"attempts": 1})
+    d, backends, _ = dispatcher(s)
+    backends[Service.KIMI].errors = [BackendOverloaded("busy", retry_after=7.0)]
+    backends[Service.QWEN].errors = [BackendRateLimited("slow down", retry_after=3.0)]
+    with pytest.raises(AllBackendsFailed) as failed:
+        await d.chain(KIMI_FIRST, REQUEST)
+    assert failed.value.status == 503
+    assert [a.retry_after for a in failed.value.attempts] == [7.0, 3.0]
+    assert failed.value.retry_after == 3.0
+    response = error_response(failed.value)
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "3"
+
+    # One that did not say (or said 0) does not hide the other's.
+    backends[Service.KIMI].errors = [BackendOverloaded("busy", retry_after=0.0)]
+    backends[Service.QWEN].errors = [
+        BackendOverloaded("busy", retry_after=None),
+    ]
+    with pytest.raises(AllBackendsFailed) as failed:
+        await d.chain(KIMI_FIRST, REQUEST)
+    assert failed.value.retry_after is None
+    assert "Retry-After" not in error_response(failed.value).headers
 
 
 def test_a_dead_workers_open_breaker_does_not_linger_in_the_merged_gauge(tmp_path: Path) -> None:
