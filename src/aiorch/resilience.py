@@ -106,7 +106,12 @@ class RetryBudget:
         self._retries: deque[float] = deque()
 
     def record_attempt(self) -> None:
-        self._attempts.append(self._clock())
+        now = self._clock()
+        self._attempts.append(now)
+        # Forget attempts older than the window here too: with no retries `try_spend` never runs,
+        # and the deque grew by one float per call for ever (about 4 MiB a minute at 2,000/s).
+        while now - self._attempts[0] > self.window:
+            self._attempts.popleft()
 
     def try_spend(self) -> bool:
         now = self._clock()
