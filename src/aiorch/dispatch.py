@@ -34,6 +34,7 @@ from aiorch.resilience import (
     hedged,
 )
 from aiorch.routing import Route
+from aiorch.shared_breakers import SYNC_INTERVAL, BreakerStore, BreakerSync
 from aiorch.types import (
     Attempt,
     Completion,
@@ -72,8 +73,16 @@ class _Tried(NamedTuple):
 
 
 class Dispatcher:
+    """Calls backends; with a `breaker_store`, its breakers are shared with other replicas."""
+
     def __init__(
-        self, settings: Settings, backends: Mapping[Service, Backend], metrics: Metrics
+        self,
+        settings: Settings,
+        backends: Mapping[Service, Backend],
+        metrics: Metrics,
+        breaker_store: BreakerStore | None = None,
+        *,
+        sync_interval: float = SYNC_INTERVAL,
     ) -> None:
         self.settings = settings
         self.backends = backends
@@ -82,6 +91,11 @@ class Dispatcher:
             s: CircuitBreaker(settings.breaker, on_change=self._breaker_reporter(s))
             for s in Service
         }
+        self.breaker_sync: BreakerSync | None = None
+        if breaker_store is not None:
+            shared = {s.value: b for s, b in self.breakers.items()}
+            self.breaker_sync = BreakerSync(breaker_store, shared, interval=sync_interval)
+            self.breaker_sync.ensure_running()  # now, if built in the loop (as the server is)
         self.budgets = {
             s: RetryBudget(settings.retry.budget_ratio, settings.retry.budget_window)
             for s in Service
@@ -93,6 +107,25 @@ class Dispatcher:
     def _breaker_reporter(self, service: Service) -> Callable[[BreakerState], None]:
         return lambda state: self.metrics.set_breaker_state(service, state.value)
 
+    def _admit(self, service: Service) -> None:
+        """Raise `CircuitOpen` unless the service's breaker lets a call through now."""
+        if self.breaker_sync is not None:
+            self.breaker_sync.ensure_running()  # a no-op once running; else it starts here
+        breaker = self.breakers[service]
+        if not breaker.allow():
+            remaining = breaker.open_remaining()
+            raise CircuitOpen(
+                f"{service.value} is failing; its circuit breaker is open",
+                service=service.value,
+                model=self.backends[service].settings.model_id,
+                retry_after=remaining if remaining > 0 else None,
+            )
+
+    async def close(self) -> None:
+        """Stop sharing breaker state and close the store."""
+        if self.breaker_sync is not None:
+            await self.breaker_sync.close()
+
     def mode(self, service: Service, request: CompletionRequest) -> Mode:
         thinking = request.thinking
         if thinking is None:
@@ -103,13 +136,8 @@ class Dispatcher:
         """One backend, with its deadline, retries and breaker; raises a `BackendError`."""
         backend = self.backends[service]
         settings = backend.settings
+        self._admit(service)
         breaker = self.breakers[service]
-        if not breaker.allow():
-            raise CircuitOpen(
-                f"{service.value} is failing; its circuit breaker is open",
-                service=service.value,
-                model=settings.model_id,
-            )
         mode = self.mode(service, request)
         started = time.perf_counter()
         try:
@@ -299,13 +327,8 @@ class Dispatcher:
         """
         backend = self.backends[service]
         settings = backend.settings
+        self._admit(service)
         breaker = self.breakers[service]
-        if not breaker.allow():
-            raise CircuitOpen(
-                f"{service.value} is failing; its circuit breaker is open",
-                service=service.value,
-                model=settings.model_id,
-            )
         limit = min(settings.first_token_timeout or settings.timeout, settings.timeout)
         started = time.perf_counter()
         end = asyncio.get_running_loop().time() + settings.timeout

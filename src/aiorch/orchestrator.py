@@ -27,6 +27,7 @@ from aiorch.monitoring.prometheus_metrics import Metrics
 from aiorch.monitoring.tracing import SCOPE, trace_exemplar, traced
 from aiorch.planning import Plan, Planner, QueryOptions
 from aiorch.routing import Route, Router, parse_agent_type, parse_query_type
+from aiorch.shared_breakers import BreakerStore
 from aiorch.types import (
     AgentType,
     Attempt,
@@ -58,6 +59,7 @@ class AIOrchestrator:
         *,
         backends: Mapping[Service, Backend] | None = None,
         cache: Cache | None = None,
+        breaker_store: BreakerStore | None = None,
         metrics: Metrics | None = None,
         classifier: Callable[[str], QueryType] = classify,
         tracer_provider: TracerProvider | None = None,
@@ -72,7 +74,12 @@ class AIOrchestrator:
         self.router = Router(settings)
         models = {service: backend.settings.model_id for service, backend in self.backends.items()}
         self.planner = Planner(settings, self.router, models, classifier)
-        self.dispatcher = Dispatcher(settings, self.backends, self.metrics)
+        self.dispatcher = Dispatcher(
+            settings,
+            self.backends,
+            self.metrics,
+            breaker_store if breaker_store is not None else default_breaker_store(settings),
+        )
         self._cache_guard = CacheGuard(self.cache, self.metrics, settings.cache.redis_timeout)
         self._in_flight: dict[str, SharedCall] = {}
 
@@ -377,6 +384,7 @@ class AIOrchestrator:
         for shared in list(self._in_flight.values()):
             shared.task.cancel()
         await asyncio.gather(*(b.close() for b in self.backends.values()))
+        await self.dispatcher.close()
         await self.cache.close()
 
     def _log_prompt(self, request: CompletionRequest) -> None:
@@ -393,6 +401,15 @@ def default_cache(settings: Settings) -> Cache:
 
         return RedisCache.from_url(settings.server.redis_url)
     return MemoryCache(settings.cache.max_entries, settings.cache.max_bytes)
+
+
+def default_breaker_store(settings: Settings) -> BreakerStore | None:
+    """Redis when `AIORCH_REDIS_URL` is set (breaker state shared by replicas), else none."""
+    if settings.server.redis_url:
+        from aiorch.redis_store import RedisBreakerStore  # redis is a heavy import: only when used
+
+        return RedisBreakerStore.from_url(settings.server.redis_url)
+    return None
 
 
 # QueryOptions and build_messages are part of calling the orchestrator: served from here too.

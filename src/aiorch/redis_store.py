@@ -1,22 +1,39 @@
-"""Redis (`AIORCH_REDIS_URL`): the answer cache and the rate-limit buckets shared by replicas.
+"""Redis (`AIORCH_REDIS_URL`): the answer cache, the rate-limit buckets and the circuit breakers'
+state, shared by replicas.
 
 The client fails fast: short socket and connect timeouts and no retries of its own, because
-every caller (`guard.CacheGuard`, `ratelimit.RedisRateLimiter`) bounds its wait and goes on
-without Redis instead. redis-py reconnects on the next command, so a restarted Redis is picked
-up without any help.
+every caller (`guard.CacheGuard`, `ratelimit.RedisRateLimiter`, `shared_breakers.BreakerSync`)
+bounds its wait and goes on without Redis instead. redis-py reconnects on the next command, so
+a restarted Redis is picked up without any help.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from aiorch.cache import KEY_PREFIX
+from aiorch.resilience import BreakerState
+from aiorch.shared_breakers import BreakerRecord
 
 # A backstop only: callers wait far less than this before giving up on Redis.
 SOCKET_TIMEOUT = 1.0
 BUCKET_PREFIX = "aiorch:ratelimit:v1:"
+# `<prefix><service>`: "<state> <event>", expiring with the record; `<prefix><service>:probe`:
+# the half-open probe lock, its value the holder.
+BREAKER_PREFIX = "aiorch:breaker:v1:"
+PROBE_SUFFIX = ":probe"
+
+# Only the holder gives the probe lock back: a late release must not free someone else's lock.
+RELEASE_PROBE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
 
 # One bucket, refilled and taken from atomically. Redis's own clock, so that replicas with
 # skewed clocks agree. Returns the seconds to wait as a string (Lua numbers become integers).
@@ -108,3 +125,55 @@ class RedisBuckets:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+class RedisBreakerStore:
+    """The `shared_breakers.BreakerStore` protocol on Redis: a key per service, a lock each."""
+
+    def __init__(self, client: Redis) -> None:
+        self.client = client
+        self._release = client.register_script(RELEASE_PROBE)
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisBreakerStore:
+        return cls(connect(url))
+
+    async def publish(self, service: str, record: BreakerRecord) -> None:
+        value = f"{record.state.value} {record.event}"
+        await self.client.set(BREAKER_PREFIX + service, value, px=_millis(record.remaining))
+
+    async def read(self, services: Sequence[str]) -> dict[str, BreakerRecord | None]:
+        async with self.client.pipeline(transaction=False) as pipe:  # one round trip for all
+            for service in services:
+                pipe.get(BREAKER_PREFIX + service)
+                pipe.pttl(BREAKER_PREFIX + service)
+            replies = await pipe.execute()
+        found: dict[str, BreakerRecord | None] = {}
+        for index, service in enumerate(services):
+            value, ttl = replies[2 * index], replies[2 * index + 1]
+            found[service] = _record(value, ttl)
+        return found
+
+    async def acquire_probe(self, service: str, owner: str, ttl: float) -> bool:
+        key = BREAKER_PREFIX + service + PROBE_SUFFIX
+        return bool(await self.client.set(key, owner, nx=True, px=_millis(ttl)))
+
+    async def release_probe(self, service: str, owner: str) -> None:
+        await self._release(keys=[BREAKER_PREFIX + service + PROBE_SUFFIX], args=[owner])
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def _millis(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+def _record(value: object, ttl: object) -> BreakerRecord | None:
+    """A stored record, or None if absent, expiring as we read it, or not ours to read."""
+    if not isinstance(value, bytes) or not isinstance(ttl, int) or ttl <= 0:
+        return None
+    state, _, event = value.decode(errors="replace").partition(" ")
+    if state not in (BreakerState.OPEN.value, BreakerState.CLOSED.value) or not event:
+        return None
+    return BreakerRecord(BreakerState(state), event, ttl / 1000)

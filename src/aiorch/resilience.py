@@ -1,11 +1,11 @@
 """Circuit breakers, the retry budget, recent latency, and one backend call with retries.
 
 A breaker per backend skips a dead backend at once (open), lets one probe through after a pause
-(half-open) and closes on success. The retry budget caps retries at a share of first attempts
-over a sliding window, so that during an outage retries cannot multiply the load. Retries use
-tenacity with jittered exponential backoff that honours the upstream's Retry-After, and never
-start a wait that would end past the call's deadline. `LatencyWindow` keeps a backend's recent
-latencies for hedged requests.
+(half-open) and closes on success (`shared_breakers` keeps replicas' breakers in step). The
+retry budget caps retries at a share of first attempts over a sliding window, so that during an
+outage retries cannot multiply the load. Retries use tenacity with jittered exponential backoff
+that honours the upstream's Retry-After, and never start a wait that would end past the call's
+deadline. `LatencyWindow` keeps a backend's recent latencies for hedged requests.
 """
 
 from __future__ import annotations
@@ -34,6 +34,16 @@ class BreakerState(enum.StrEnum):
 
 
 class CircuitBreaker:
+    """Closed, open or half-open, decided from this process's calls and, when shared, others'.
+
+    Alone, the breaker decides everything from its own calls. When a `shared_breakers.BreakerSync`
+    keeps it in step with other replicas, the sync publishes the breaker's own transitions
+    (`share`), brings in the others' (`adopt_open`, `adopt_close`), and marks it
+    `coordinated` while the shared store answers: a half-open probe then needs the permit the
+    sync gets from the store (`grant_probe`), so that one replica probes at a time. `allow()`
+    never waits on the store either way.
+    """
+
     def __init__(
         self,
         settings: BreakerSettings,
@@ -42,11 +52,14 @@ class CircuitBreaker:
     ) -> None:
         self.settings = settings
         self._on_change = on_change
+        self._on_local_change: Callable[[BreakerState], None] = lambda state: None
         self._clock = clock
         self._failures = 0
         self._opened_at = 0.0
         self._state = BreakerState.CLOSED
         self._probe_started: float | None = None
+        self.coordinated = False
+        self._permit = False
 
     @property
     def state(self) -> BreakerState:
@@ -65,10 +78,48 @@ class CircuitBreaker:
             return False
         now = self._clock()
         # A probe that never reported back (its caller vanished) must not wedge the breaker.
-        if self._probe_started is None or now - self._probe_started >= self.settings.reset_seconds:
-            self._probe_started = now
-            return True
-        return False
+        if self._probe_started is not None and now - self._probe_started < (
+            self.settings.reset_seconds
+        ):
+            return False
+        if self.coordinated and (not self._permit or self._probe_started is not None):
+            # No permit, or the vanished probe's permit (its lock has expired by now): the
+            # next probe waits for a fresh permit, which may go to another replica.
+            self._permit = False
+            self._probe_started = None
+            return False
+        self._probe_started = now
+        return True
+
+    def share(self, on_local_change: Callable[[BreakerState], None]) -> None:
+        """Report the breaker's own transitions (not adopted ones) to `on_local_change`."""
+        self._on_local_change = on_local_change
+
+    def coordinate(self, shared: bool) -> None:
+        """Whether half-open probes need a permit: set by the sync while the store answers."""
+        if not shared:
+            self._permit = False  # whatever lock it stood for is not ours to count on
+        self.coordinated = shared
+
+    @property
+    def wants_probe(self) -> bool:
+        """Half-open and coordinated, without a permit to probe."""
+        return self.state is BreakerState.HALF_OPEN and self.coordinated and not self._permit
+
+    @property
+    def has_permit(self) -> bool:
+        return self._permit and self.state is BreakerState.HALF_OPEN
+
+    def grant_probe(self) -> None:
+        """This replica may send the half-open probe (it holds the shared probe lock)."""
+        if self.state is BreakerState.HALF_OPEN:
+            self._permit = True
+
+    def open_remaining(self) -> float:
+        """Seconds until an open breaker turns half-open (0.0 unless open)."""
+        if self.state is not BreakerState.OPEN:
+            return 0.0
+        return max(0.0, self._opened_at + self.settings.reset_seconds - self._clock())
 
     def record_success(self) -> None:
         self._failures = 0
@@ -83,16 +134,36 @@ class CircuitBreaker:
             self._failures >= self.settings.failure_threshold
         ):
             self._opened_at = self._clock()
-            self._set(BreakerState.OPEN)
+            self._set(BreakerState.OPEN, force=True)
 
     def release(self) -> None:
         """The call ended without a verdict (cancelled): let the next caller probe."""
         self._probe_started = None
 
-    def _set(self, state: BreakerState) -> None:
-        if state is not self._state:
-            self._state = state
+    def adopt_open(self, remaining: float) -> None:
+        """Another replica opened it: stay open for `remaining` seconds (or longer if already)."""
+        if remaining <= 0 or self.open_remaining() >= remaining:
+            return
+        self._opened_at = self._clock() + remaining - self.settings.reset_seconds
+        self._probe_started = None
+        self._set(BreakerState.OPEN, local=False)
+
+    def adopt_close(self) -> None:
+        """Another replica's probe succeeded: the backend is back."""
+        self._failures = 0
+        self._probe_started = None
+        self._set(BreakerState.CLOSED, local=False)
+
+    def _set(self, state: BreakerState, *, local: bool = True, force: bool = False) -> None:
+        if state is self._state and not force:
+            return
+        changed = state is not self._state
+        self._state = state
+        self._permit = False  # a permit is for one half-open period
+        if changed:
             self._on_change(state)
+        if local:
+            self._on_local_change(state)
 
 
 class RetryBudget:

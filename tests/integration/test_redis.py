@@ -23,7 +23,15 @@ import pytest
 import redis.asyncio as aioredis
 
 from aiorch.cache import KEY_PREFIX
-from aiorch.redis_store import BUCKET_PREFIX, RedisBuckets, RedisCache
+from aiorch.redis_store import (
+    BREAKER_PREFIX,
+    BUCKET_PREFIX,
+    RedisBreakerStore,
+    RedisBuckets,
+    RedisCache,
+)
+from aiorch.resilience import BreakerState
+from aiorch.shared_breakers import BreakerRecord
 from tests.integration.reliability_support import DEFAULT_TOML, aiorch_service, mock_upstream
 from tests.integration.service_support import Mock, unique, wait_until
 from tests.integration.service_support import Service as Running
@@ -183,6 +191,42 @@ async def test_token_bucket_script_is_atomic_under_concurrency(
     finally:
         for bucket in buckets:
             await bucket.close()
+
+
+async def test_breaker_store_records_expire_and_only_the_holder_frees_the_probe_lock(
+    private_redis: PrivateRedis,
+) -> None:
+    stores = [RedisBreakerStore.from_url(private_redis.url) for _ in range(2)]
+    first, second = stores
+    service = unique("svc").replace(" ", "-")
+    try:
+        assert await first.read([service]) == {service: None}
+        await first.publish(service, BreakerRecord(BreakerState.OPEN, "a-1", 30.0))
+        record = (await second.read([service, "nobody"]))[service]
+        assert record is not None
+        assert (record.state, record.event) == (BreakerState.OPEN, "a-1")
+        assert 0 < record.remaining <= 30.0
+        await first.publish(service, BreakerRecord(BreakerState.CLOSED, "a-2", 0.05))
+        await asyncio.sleep(0.2)
+        assert await second.read([service]) == {service: None}  # expired with its pause
+
+        # Replicas race for the half-open probe: exactly one wins.
+        won = await asyncio.gather(
+            *(stores[i % 2].acquire_probe(service, f"replica-{i}", 30.0) for i in range(10))
+        )
+        assert won.count(True) == 1
+        holder = f"replica-{won.index(True)}"
+        loser = "replica-1" if holder == "replica-0" else "replica-0"
+        await second.release_probe(service, loser)  # not the loser's to give back
+        assert not await first.acquire_probe(service, loser, 30.0)
+        await first.release_probe(service, holder)
+        assert await second.acquire_probe(service, loser, 0.05)
+        await asyncio.sleep(0.2)
+        assert await first.acquire_probe(service, holder, 30.0)  # a vanished holder's expired
+    finally:
+        await first.client.delete(BREAKER_PREFIX + service, BREAKER_PREFIX + service + ":probe")
+        for store in stores:
+            await store.close()
 
 
 # ---------------------------------------------------------------------------- replicas

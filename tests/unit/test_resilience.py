@@ -490,6 +490,24 @@ async def test_busy_backends_give_503_with_the_soonest_retry_after_they_asked_fo
     assert "Retry-After" not in error_response(failed.value).headers
 
 
+async def test_an_open_breaker_says_when_it_will_let_a_probe_through() -> None:
+    s = settings(breaker={"failure_threshold": 1, "reset_seconds": 30.0}, retry={"attempts": 1})
+    d, backends, _ = dispatcher(s)
+    backends[Service.KIMI].errors = [BackendConnectionError("down")]
+    backends[Service.QWEN].errors = [BackendOverloaded("busy", retry_after=45.0)]
+    with pytest.raises(AllBackendsFailed):
+        await d.chain(KIMI_FIRST, REQUEST)
+    backends[Service.QWEN].errors = [BackendOverloaded("busy", retry_after=45.0)]
+    with pytest.raises(AllBackendsFailed) as failed:
+        await d.chain(KIMI_FIRST, REQUEST)
+    skipped = failed.value.attempts[0]
+    assert skipped.error_type == "circuit_open"
+    assert skipped.retry_after is not None
+    assert 25.0 < skipped.retry_after <= 30.0  # the rest of the pause (generous: a slow machine)
+    assert failed.value.retry_after == skipped.retry_after
+    assert 26 <= int(error_response(failed.value).headers["Retry-After"]) <= 30
+
+
 def test_a_dead_workers_open_breaker_does_not_linger_in_the_merged_gauge(tmp_path: Path) -> None:
     """With several workers the gauge is merged from per-process files; a dead worker's must go."""
     gauge = Metrics(CollectorRegistry()).breaker_state
