@@ -400,7 +400,11 @@ class Classifier:
         for feature in self.keyword_features:
             gate = feature.gate
             # No literal that every match contains is in the prose: the search would fail.
-            if gate is not None and gate.starts.isdisjoint(starts) and not gate.in_text(prose):
+            if (
+                gate is not None
+                and gate.starts.isdisjoint(starts)
+                and not gate.in_text(prose, starts)
+            ):
                 continue
             if feature.pattern.search(prose):
                 scores[feature.query_type] += feature.weight
@@ -421,12 +425,13 @@ class Classifier:
         starts: set[str] | None = None
         for feature in self.shape_features:
             gate = feature.gate
-            if gate is not None and not gate.in_text(text):
-                if not gate.starts:
-                    continue
-                if starts is None:
-                    starts = word_starts(text, self._shape_lengths)
-                if gate.starts.isdisjoint(starts):
+            if gate is not None:
+                if gate.starts or gate.anchored:
+                    if starts is None:
+                        starts = word_starts(text, self._shape_lengths)
+                    if not gate.may_match(text, starts):
+                        continue
+                elif not gate.in_text(text, _NO_STARTS):
                     continue
             if feature.pattern.search(text):
                 shape += feature.weight
@@ -450,6 +455,9 @@ class Classifier:
             query = query[: self.head_chars] + "\n" + tail
         # NFKC folds full-width letters and ligatures; casefold comes later, prose only.
         return _INVISIBLE.sub("", unicodedata.normalize("NFKC", query))
+
+
+_NO_STARTS: frozenset[str] = frozenset()  # for gates that have only substrings
 
 
 def _lengths(features: tuple[Feature, ...]) -> tuple[int, ...]:

@@ -52,32 +52,41 @@ _WORD_EDGES = (
 )
 
 # One literal a match must contain: (text, whether it starts a word).
-_Literal = tuple[str, bool]
+# One literal a match must contain: (text, the word it starts with, or "" when it need not start a
+# word). ("how does", "how"): "how" begins a word of the text and "how does" occurs in it.
+_Literal = tuple[str, str]
 _Requirement = frozenset[_Literal]
+# The literal run just before a group, and whether it starts a word.
+_Lead = tuple[str, bool]
 
 
 @dataclass(frozen=True, slots=True)
 class Gate:
-    """Literals one of which every match contains: `starts` begin a word, `substrings` anywhere."""
+    """Literals one of which every match contains: `starts` begin a word of the text,
+    `substrings` occur anywhere, and each `anchored` (word, text) has both."""
 
     starts: frozenset[str]
-    substrings: tuple[str, ...]
+    substrings: tuple[str, ...] = ()
+    anchored: tuple[tuple[str, str], ...] = ()
 
     def may_match(self, text: str, starts: frozenset[str] | set[str]) -> bool:
         """False only when the pattern cannot match `text` (`starts`: from `word_starts`)."""
-        return not self.starts.isdisjoint(starts) or self.in_text(text)
+        return not self.starts.isdisjoint(starts) or self.in_text(text, starts)
 
-    def in_text(self, text: str) -> bool:
-        """Whether one of the `substrings` occurs in `text`."""
-        # A plain loop: any() over a generator costs more than the `in` tests themselves here.
-        for substring in self.substrings:  # noqa: SIM110
+    def in_text(self, text: str, starts: frozenset[str] | set[str]) -> bool:
+        """Whether one of the `substrings` or `anchored` literals is in `text`."""
+        # Plain loops: any() over a generator costs more than the `in` tests themselves here.
+        for substring in self.substrings:
             if substring in text:
+                return True
+        for word, substring in self.anchored:  # noqa: SIM110
+            if word in starts and substring in text:
                 return True
         return False
 
     @property
     def lengths(self) -> frozenset[int]:
-        return frozenset(len(s) for s in self.starts)
+        return frozenset(len(s) for s in (*self.starts, *(word for word, _ in self.anchored)))
 
 
 def word_starts(text: str, lengths: Iterable[int]) -> set[str]:
@@ -97,9 +106,12 @@ def gate_for(pattern: re.Pattern[str]) -> Gate | None:
         return None
     if requirement is None:
         return None
-    starts = frozenset(text[:PREFIX_CHARS] for text, at_start in requirement if at_start)
-    substrings = tuple(sorted({text for text, at_start in requirement if not at_start}))
-    return Gate(starts, substrings)
+    starts = frozenset(word[:PREFIX_CHARS] for text, word in requirement if word == text)
+    substrings = tuple(sorted(text for text, word in requirement if not word))
+    anchored = tuple(
+        sorted((word[:PREFIX_CHARS], text) for text, word in requirement if word and word != text)
+    )
+    return Gate(starts, substrings, anchored)
 
 
 def _is_word(char: str) -> bool:
@@ -114,7 +126,7 @@ def _word_part(text: str) -> str:
 
 
 def _sequence(
-    items: Sequence[tuple[Any, Any]], flags: int, *, word_start: bool, lead: _Literal | None = None
+    items: Sequence[tuple[Any, Any]], flags: int, *, word_start: bool, lead: _Lead | None = None
 ) -> _Requirement | None:
     """What every match of this sequence of parse items contains.
 
@@ -130,8 +142,7 @@ def _sequence(
     def flush() -> None:
         if run:
             text = "".join(run)
-            literal = (_word_part(text), True) if run_starts_word else (text, False)
-            candidates.append(frozenset({literal}))
+            candidates.append(frozenset({(text, _word_part(text) if run_starts_word else "")}))
             run.clear()
 
     for op, av in items:
@@ -156,6 +167,9 @@ def _sequence(
         if op in (_c.ASSERT, _c.ASSERT_NOT):
             continue
         if _non_word(op, av):  # `\s+`, `\W*`, `[,.;]`: what follows starts a word, if anything
+            found = _item(op, av, flags, boundary, before) if op is _c.IN else None
+            if found is not None:
+                candidates.append(found)
             boundary = boundary or op is _c.IN or av[0] >= 1
             continue
         found = _item(op, av, flags, boundary, before)
@@ -166,9 +180,7 @@ def _sequence(
     return max(candidates, key=_selectivity, default=None)
 
 
-def _item(
-    op: Any, av: Any, flags: int, boundary: bool, lead: _Literal | None
-) -> _Requirement | None:
+def _item(op: Any, av: Any, flags: int, boundary: bool, lead: _Lead | None) -> _Requirement | None:
     if op is _c.SUBPATTERN:
         _group, add_flags, del_flags, sub = av
         sub_flags = (flags | add_flags) & ~del_flags
@@ -186,6 +198,11 @@ def _item(
         if low < 1:
             return None
         return _sequence(list(sub.data), flags, word_start=boundary, lead=lead)
+    if op is _c.IN and not flags & _c.SRE_FLAG_IGNORECASE:
+        # A small set of plain characters, `[{}]`: one of them is in the match.
+        if len(av) <= 4 and all(kind is _c.LITERAL for kind, _ in av):
+            return frozenset((chr(value), "") for _, value in av)
+        return None
     if op is _c.ATOMIC_GROUP:
         return _sequence(list(av.data), flags, word_start=boundary, lead=lead)
     return None
@@ -223,5 +240,5 @@ def _is_word_class(sub: Any) -> bool:
 
 def _selectivity(requirement: _Requirement) -> tuple[int, int]:
     """Prefer requirements whose every literal is long and starts a word; then fewer literals."""
-    weakest = min(len(text) + (3 if at_start else 0) for text, at_start in requirement)
+    weakest = min(len(text) + (3 if word else 0) for text, word in requirement)
     return weakest, -len(requirement)

@@ -75,7 +75,8 @@ def test_most_features_have_a_gate() -> None:
     [
         (r"\b(?:fix|repair)\b", {"fix", "repair"}, set()),
         (r"\bunit[- ]?tests?\b|\bqa\b", {"unit", "qa"}, set()),
-        (r"(?<!\w)(?:c\+\+|\.net)(?!\w)", {"c"}, {".net"}),
+        (r"(?<!\w)(?:go|c\+\+|\.net)(?!\w)", {"go"}, {"c++", ".net"}),
+        (r"^\s*[{}]\s*$", set(), {"{", "}"}),
         (r"тест[- ]?кейс\w*", set(), {"кейс", "тест"}),  # either is certain; the longer one wins
         (r"^\W*(?:hi|hello)\b", {"hi", "hello"}, set()),
         (r"should (?:i|we)\b", set(), {"should i", "should we"}),
