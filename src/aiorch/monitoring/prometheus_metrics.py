@@ -294,26 +294,28 @@ class Metrics:
         first_token_seconds: float | None = None,
     ) -> None:
         """A backend call that succeeded."""
+        # The enums are StrEnums: passed as they are, they label as their values (`str()`), and
+        # the child cache finds them without the enum `.value` lookups (about 0.3 us each).
         family = self.services[service]
-        family.queries.labels(mode.value, Status.SUCCESS.value).inc()
-        family.duration.labels(mode.value).observe(seconds)
+        family.queries.labels(mode, Status.SUCCESS).inc()
+        family.duration.labels(mode).observe(seconds)
         if usage is not None:
             tokens = family.tokens
-            tokens.labels(mode.value, TokenType.PROMPT.value).inc(usage.prompt_tokens)
-            tokens.labels(mode.value, TokenType.COMPLETION.value).inc(usage.completion_tokens)
-            tokens.labels(mode.value, TokenType.REASONING.value).inc(usage.reasoning_tokens)
+            tokens.labels(mode, TokenType.PROMPT).inc(usage.prompt_tokens)
+            tokens.labels(mode, TokenType.COMPLETION).inc(usage.completion_tokens)
+            tokens.labels(mode, TokenType.REASONING).inc(usage.reasoning_tokens)
         if cost_usd:
-            self.cost.labels(service.value, model).inc(cost_usd)
+            self.cost.labels(service, model).inc(cost_usd)
         if first_token_seconds is not None:
-            self.time_to_first_token.labels(service.value, model).observe(first_token_seconds)
+            self.time_to_first_token.labels(service, model).observe(first_token_seconds)
 
     def record_backend_error(
         self, service: Service, model: str, mode: Mode, seconds: float, error_type: str
     ) -> None:
         family = self.services[service]
-        family.queries.labels(mode.value, Status.ERROR.value).inc()
-        family.duration.labels(mode.value).observe(seconds)
-        self.ai_errors.labels(service.value, model, error_type).inc()
+        family.queries.labels(mode, Status.ERROR).inc()
+        family.duration.labels(mode).observe(seconds)
+        self.ai_errors.labels(service, model, error_type).inc()
 
     def set_breaker_state(self, service: Service, state: str) -> None:
         self.breaker_state.labels(service.value).set(BREAKER_STATES[state])
