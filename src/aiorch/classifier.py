@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from aiorch.gates import Gate, gate_for, word_starts
+from aiorch.gates import Gate, Prefixes, gate_for
 from aiorch.types import QueryType
 
 __all__ = [
@@ -375,12 +375,12 @@ class Classifier:
     head_chars: int = 2000
     tail_chars: int = 1000
     # Prefix lengths the features' gates look up (see `aiorch.gates`); derived, not knobs.
-    _keyword_lengths: tuple[int, ...] = field(init=False, repr=False, compare=False)
-    _shape_lengths: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    _keyword_prefixes: Prefixes = field(init=False, repr=False, compare=False)
+    _shape_prefixes: Prefixes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_keyword_lengths", _lengths(self.keyword_features))
-        object.__setattr__(self, "_shape_lengths", _lengths(self.shape_features))
+        object.__setattr__(self, "_keyword_prefixes", Prefixes(_lengths(self.keyword_features)))
+        object.__setattr__(self, "_shape_prefixes", Prefixes(_lengths(self.shape_features)))
         if min(self.min_score, self.margin, self.shape_cap, self.short_confident) < 0:
             raise ValueError("classifier thresholds must be non-negative")
         if self.head_chars < 1 or self.tail_chars < 0 or self.short_words < 0:
@@ -396,14 +396,14 @@ class Classifier:
         prose = _prose(text)
         scores = dict.fromkeys(_SCORED, 0.0)
         asked: set[QueryType] = set()
-        starts = word_starts(prose, self._keyword_lengths)
+        starts = self._keyword_prefixes.of(prose)
         for feature in self.keyword_features:
             gate = feature.gate
             # No literal that every match contains is in the prose: the search would fail.
             if (
                 gate is not None
                 and gate.starts.isdisjoint(starts)
-                and not gate.in_text(prose, starts)
+                and not (gate.more and gate.in_text(prose, starts))
             ):
                 continue
             if feature.pattern.search(prose):
@@ -428,7 +428,7 @@ class Classifier:
             if gate is not None:
                 if gate.starts or gate.anchored:
                     if starts is None:
-                        starts = word_starts(text, self._shape_lengths)
+                        starts = self._shape_prefixes.of(text)
                     if not gate.may_match(text, starts):
                         continue
                 elif not gate.in_text(text, _NO_STARTS):

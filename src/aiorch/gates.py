@@ -27,10 +27,10 @@ from __future__ import annotations
 import importlib
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["PREFIX_CHARS", "Gate", "gate_for", "word_starts"]
+__all__ = ["PREFIX_CHARS", "Gate", "Prefixes", "gate_for", "word_starts"]
 
 # Word-start literals are cut to this many characters: enough to be selective, few enough that
 # the prefix set of a text stays small (at most this many entries per word).
@@ -68,6 +68,11 @@ class Gate:
     starts: frozenset[str]
     substrings: tuple[str, ...] = ()
     anchored: tuple[tuple[str, str], ...] = ()
+    # Whether `in_text` has anything to look for: saves the call in the classifier's loop.
+    more: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "more", bool(self.substrings or self.anchored))
 
     def may_match(self, text: str, starts: frozenset[str] | set[str]) -> bool:
         """False only when the pattern cannot match `text` (`starts`: from `word_starts`)."""
@@ -89,10 +94,26 @@ class Gate:
         return frozenset(len(s) for s in (*self.starts, *(word for word, _ in self.anchored)))
 
 
+class Prefixes:
+    """Builds the set `Gate.may_match` looks word starts up in, for a fixed set of lengths.
+
+    A word gets only the lengths it is long enough for (a gate's literal of length n can only
+    be the start of a word of n or more characters), from a table made once.
+    """
+
+    def __init__(self, lengths: Iterable[int]) -> None:
+        sizes = sorted(set(lengths))
+        self._top = sizes[-1] if sizes else 0
+        self._upto = tuple(tuple(n for n in sizes if n <= k) for k in range(self._top + 1))
+
+    def of(self, text: str) -> set[str]:
+        upto, top = self._upto, self._top
+        return {word[:n] for word in set(_WORDS.findall(text)) for n in upto[min(len(word), top)]}
+
+
 def word_starts(text: str, lengths: Iterable[int]) -> set[str]:
-    """The prefixes of the given lengths of every `\\w+` word of `text` (shorter words whole)."""
-    sizes = tuple(lengths)
-    return {word[:n] for word in _WORDS.findall(text) for n in sizes}
+    """The prefixes of the given lengths of every `\\w+` word of `text` long enough for them."""
+    return Prefixes(lengths).of(text)
 
 
 def gate_for(pattern: re.Pattern[str]) -> Gate | None:
