@@ -376,11 +376,9 @@ class Classifier:
     tail_chars: int = 1000
     # Prefix lengths the features' gates look up (see `aiorch.gates`); derived, not knobs.
     _keyword_prefixes: Prefixes = field(init=False, repr=False, compare=False)
-    _shape_prefixes: Prefixes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_keyword_prefixes", Prefixes(_lengths(self.keyword_features)))
-        object.__setattr__(self, "_shape_prefixes", Prefixes(_lengths(self.shape_features)))
         if min(self.min_score, self.margin, self.shape_cap, self.short_confident) < 0:
             raise ValueError("classifier thresholds must be non-negative")
         if self.head_chars < 1 or self.tail_chars < 0 or self.short_words < 0:
@@ -420,20 +418,16 @@ class Classifier:
         return self._decide(scores, n_words=len(_WORD.findall(prose)), shape=shape)
 
     def _shape(self, text: str) -> float:
-        """The weight of the shape features found; the text's word prefixes only if needed."""
+        """The weight of the shape features found.
+
+        Their gates are tested loosely (every literal as a substring): most queries need two or
+        three of the eight searches whatever the test, and a word-prefix set of the raw text
+        would cost more than it saves.
+        """
         shape = 0.0
-        starts: set[str] | None = None
         for feature in self.shape_features:
             gate = feature.gate
-            if gate is not None:
-                if gate.starts or gate.anchored:
-                    if starts is None:
-                        starts = self._shape_prefixes.of(text)
-                    if not gate.may_match(text, starts):
-                        continue
-                elif not gate.in_text(text, _NO_STARTS):
-                    continue
-            if feature.pattern.search(text):
+            if (gate is None or gate.may_occur(text)) and feature.pattern.search(text):
                 shape += feature.weight
         return shape
 
@@ -455,9 +449,6 @@ class Classifier:
             query = query[: self.head_chars] + "\n" + tail
         # NFKC folds full-width letters and ligatures; casefold comes later, prose only.
         return _INVISIBLE.sub("", unicodedata.normalize("NFKC", query))
-
-
-_NO_STARTS: frozenset[str] = frozenset()  # for gates that have only substrings
 
 
 def _lengths(features: tuple[Feature, ...]) -> tuple[int, ...]:

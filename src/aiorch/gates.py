@@ -70,9 +70,21 @@ class Gate:
     anchored: tuple[tuple[str, str], ...] = ()
     # Whether `in_text` has anything to look for: saves the call in the classifier's loop.
     more: bool = field(init=False, repr=False, compare=False)
+    # Every literal as a plain substring (a word start is a substring too): a looser test that
+    # needs no word-prefix set.
+    loose: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "more", bool(self.substrings or self.anchored))
+        texts = {*self.starts, *self.substrings, *(text for _, text in self.anchored)}
+        object.__setattr__(self, "loose", tuple(sorted(texts)))
+
+    def may_occur(self, text: str) -> bool:
+        """False only when the pattern cannot match `text`; no word-prefix set needed."""
+        for literal in self.loose:  # noqa: SIM110
+            if literal in text:
+                return True
+        return False
 
     def may_match(self, text: str, starts: frozenset[str] | set[str]) -> bool:
         """False only when the pattern cannot match `text` (`starts`: from `word_starts`)."""
