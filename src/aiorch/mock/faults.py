@@ -119,3 +119,23 @@ async def instead_of_answer(
     if fault == "hang":
         return await hang(request, behaviour)
     return None
+
+
+async def whole_body(
+    request: web.Request, fault: FaultName | None, body: bytes
+) -> web.StreamResponse:
+    """A complete JSON answer, or what the `malformed` and `cut` faults make of it."""
+    if fault == "malformed":
+        # Complete as far as HTTP goes; the JSON inside is cut short.
+        truncated = web.Response(body=body[: len(body) // 2], content_type="application/json")
+        truncated.headers["X-Mock-Fault"] = "malformed"
+        return truncated
+    if fault == "cut":
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.headers["X-Mock-Fault"] = "cut"
+        response.content_length = len(body)
+        await response.prepare(request)
+        await response.write(body[: len(body) // 2])
+        drop_connection(request)
+        return response
+    return web.Response(body=body, content_type="application/json")

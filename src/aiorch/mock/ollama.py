@@ -145,19 +145,7 @@ async def _complete(
             **_done(job, answer, load_s, ready, first_token),
         }
     )
-    if job.fault == "malformed":
-        truncated = web.Response(body=body[: len(body) // 2], content_type="application/json")
-        truncated.headers["X-Mock-Fault"] = "malformed"
-        return truncated
-    if job.fault == "cut":
-        response = web.StreamResponse(headers={"Content-Type": "application/json"})
-        response.headers["X-Mock-Fault"] = "cut"
-        response.content_length = len(body)
-        await response.prepare(request)
-        await response.write(body[: len(body) // 2])
-        faults.drop_connection(request)
-        return response
-    return web.Response(body=body, content_type="application/json")
+    return await faults.whole_body(request, job.fault, body)
 
 
 async def _stream(

@@ -148,20 +148,7 @@ async def _complete(request: web.Request, job: Job, answer: Answer) -> web.Strea
             "usage": _usage(job, answer),
         }
     )
-    if job.fault == "malformed":
-        # Complete as far as HTTP goes; the JSON inside is cut short.
-        truncated = web.Response(body=body[: len(body) // 2], content_type="application/json")
-        truncated.headers["X-Mock-Fault"] = "malformed"
-        return truncated
-    if job.fault == "cut":
-        response = web.StreamResponse(headers={"Content-Type": "application/json"})
-        response.headers["X-Mock-Fault"] = "cut"
-        response.content_length = len(body)
-        await response.prepare(request)
-        await response.write(body[: len(body) // 2])
-        faults.drop_connection(request)
-        return response
-    return web.Response(body=body, content_type="application/json")
+    return await faults.whole_body(request, job.fault, body)
 
 
 async def _stream(
