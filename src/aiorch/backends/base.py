@@ -20,6 +20,25 @@ class Readiness(msgspec.Struct, frozen=True, kw_only=True):
     detail: str
     model_loaded: bool | None = None  # Ollama only: False means the next call pays a cold start
 
+    @classmethod
+    def of(
+        cls,
+        settings: BackendSettings,
+        *,
+        ready: bool,
+        detail: str,
+        model_loaded: bool | None = None,
+    ) -> Readiness:
+        return cls(
+            service=settings.service.value,
+            kind=settings.kind.value,
+            model=settings.model_id,
+            url=settings.url,
+            ready=ready,
+            detail=detail,
+            model_loaded=model_loaded,
+        )
+
 
 class Backend(Protocol):
     """A model behind some transport. The orchestrator depends on this, never on a class."""

@@ -47,14 +47,8 @@ class OfflineBackend:
 
     async def probe(self) -> Readiness:
         s = self.settings
-        return Readiness(
-            service=s.service.value,
-            kind=s.kind.value,
-            model=s.model_id,
-            url=None,
-            ready=True,
-            detail="offline: answers are placeholders, no model is configured",
-        )
+        detail = "offline: answers are placeholders, no model is configured"
+        return Readiness.of(s, ready=True, detail=detail)
 
     async def close(self) -> None:
         return None

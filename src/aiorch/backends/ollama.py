@@ -171,15 +171,7 @@ class OllamaBackend:
         except BackendError as error:
             if not ready:  # a slow /api/ps leaves the answer to /api/tags standing
                 detail = error.message
-        return Readiness(
-            service=s.service.value,
-            kind=s.kind.value,
-            model=s.model_id,
-            url=s.url,
-            ready=ready,
-            detail=detail,
-            model_loaded=loaded,
-        )
+        return Readiness.of(s, ready=ready, detail=detail, model_loaded=loaded)
 
     async def close(self) -> None:
         await self._http.close()

@@ -151,14 +151,7 @@ class OpenAIBackend:
                     detail = "ok" if ready else f"GET /models answered HTTP {response.status}"
         except BackendError as error:
             detail = error.message
-        return Readiness(
-            service=s.service.value,
-            kind=s.kind.value,
-            model=s.model_id,
-            url=s.url,
-            ready=ready,
-            detail=detail,
-        )
+        return Readiness.of(s, ready=ready, detail=detail)
 
     async def close(self) -> None:
         await self._http.close()
