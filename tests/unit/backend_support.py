@@ -74,6 +74,11 @@ def ollama_settings(url: str, **fields: Any) -> BackendSettings:
     return BackendSettings(**{**values, **fields})
 
 
+async def collect(backend: Backend, text: str, **fields: Any) -> list[StreamChunk]:
+    """Every chunk of a streamed answer to `text`."""
+    return [chunk async for chunk in backend.stream(ask(text, **fields))]
+
+
 def ask(text: str, **fields: Any) -> CompletionRequest:
     return CompletionRequest(messages=(Message("user", text),), **fields)
 

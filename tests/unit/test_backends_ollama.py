@@ -24,6 +24,7 @@ from tests.unit.backend_support import (
     ask,
     black_hole,
     call,
+    collect,
     drain,
     ollama_settings,
     running_mock,
@@ -32,20 +33,10 @@ from tests.unit.backend_support import (
 
 
 @pytest.fixture
-async def mock_url() -> AsyncIterator[str]:
-    async with running_mock() as url:
-        yield url
-
-
-@pytest.fixture
 async def qwen(mock_url: str) -> AsyncIterator[OllamaBackend]:
     backend = OllamaBackend(ollama_settings(mock_url))
     yield backend
     await backend.close()
-
-
-async def collect(backend: OllamaBackend, text: str, **fields: object) -> list[StreamChunk]:
-    return [chunk async for chunk in backend.stream(ask(text, **fields))]
 
 
 async def test_complete_returns_answer_usage_and_timings(qwen: OllamaBackend) -> None:

@@ -26,6 +26,7 @@ from tests.unit.backend_support import (
     ask,
     black_hole,
     call,
+    collect,
     drain,
     openai_settings,
     running_mock,
@@ -36,20 +37,10 @@ from tests.unit.backend_support import (
 
 
 @pytest.fixture
-async def mock_url() -> AsyncIterator[str]:
-    async with running_mock() as url:
-        yield url
-
-
-@pytest.fixture
 async def kimi(mock_url: str) -> AsyncIterator[OpenAIBackend]:
     backend = OpenAIBackend(openai_settings(mock_url))
     yield backend
     await backend.close()
-
-
-async def collect(backend: OpenAIBackend, text: str, **fields: object) -> list[StreamChunk]:
-    return [chunk async for chunk in backend.stream(ask(text, **fields))]
 
 
 async def test_complete_returns_answer_reasoning_and_usage(kimi: OpenAIBackend) -> None:

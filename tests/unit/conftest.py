@@ -1,0 +1,16 @@
+"""Fixtures shared by the unit tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.unit.backend_support import running_mock
+
+
+@pytest.fixture
+async def mock_url() -> AsyncIterator[str]:
+    """The URL of an in-process mock upstream, for backend tests over real HTTP."""
+    async with running_mock() as url:
+        yield url
