@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup run test test-deps lint format bench overhead clean
+.PHONY: setup run test test-deps lint format overhead soak clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,9 @@ format: setup
 overhead: setup
 	bash scripts/ci/bench-deps.sh
 	$(BIN)/python -m benchmarks.overhead
+
+soak: setup
+	$(BIN)/python -m benchmarks.soak --minutes 10
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
