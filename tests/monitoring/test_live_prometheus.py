@@ -33,6 +33,12 @@ UPSTREAM_KEY = "sk-live-monitoring"
 DISTINCT = {"code": 3, "reasoning": 2}
 REPEATS = 3
 EXPECTED_HIT_PERCENT = 100 * REPEATS / (REPEATS + 1)
+# Every Kimi attempt, answer or fault, takes this long at the mock, so each answer lands in the
+# (0.25, 0.5] bucket, where histogram_quantile interpolates linearly: the guide's AI p95 over
+# Kimi's answers has an exact expected value. (A failed call retried once takes two attempts
+# and lands above the bucket, so Kimi's p50 is only known to lie inside it.)
+KIMI_LATENCY_MS = 300
+BUCKET = (0.25, 0.5)
 
 # Expressions that may rightly be empty after a healthy load: a threshold nothing crosses.
 MAY_BE_EMPTY = {"max by (service) (orchestrator_circuit_breaker_state) > 0"}
@@ -105,7 +111,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Pr
     with (
         run_server(
             [*AIORCH, "mock-upstream", "--port", str(mock_port), "--api-key", UPSTREAM_KEY,
-             "--seed", "1"],
+             "--seed", "1", "--model-config", f"kimi-k2-thinking:latency_ms={KIMI_LATENCY_MS}"],
             port=mock_port, ready_path="/healthz", tmp_path=tmp, name="mock-upstream",
         ),
         run_server(
@@ -244,11 +250,25 @@ def test_slo_recording_rules_see_a_fast_service_within_its_budget(loaded: Promet
         assert float(budget["value"][1]) == 1.0
 
 
-def test_the_guides_latency_quantiles_give_numbers(loaded: Prometheus) -> None:
+def within_bucket(quantile: float) -> float:
+    low, high = BUCKET
+    return low + (high - low) * quantile
+
+
+def test_the_guides_latency_quantiles_give_the_known_loads_numbers(loaded: Prometheus) -> None:
     guide = [e for e in all_exprs() if (e.source, e.where) == GUIDE_QUERIES_WHERE]
     quantiles = [e for e in guide if e.expr.startswith("histogram_quantile(")]
-    assert len(quantiles) == 2  # Kimi p50 and AI p95
-    for expr in quantiles:
-        values = [float(s["value"][1]) for s in loaded.query(expr.expr)]
-        # The mock answers in milliseconds: well inside the first buckets, never NaN everywhere.
-        assert any(0 < v < 15 for v in values), f"{expr.expr}: {values}"
+    [kimi_p50] = [e for e in quantiles if "kimi_response_duration_seconds" in e.expr]
+    [ai_p95] = [e for e in quantiles if "ai_response_duration_seconds" in e.expr]
+
+    [kimi] = loaded.query(kimi_p50.expr)
+    low, high = BUCKET
+    assert low < float(kimi["value"][1]) <= high
+
+    answered_by_kimi = [
+        float(s["value"][1])
+        for s in loaded.query(ai_p95.expr)
+        if s["metric"].get("model") == "kimi-k2-thinking"
+    ]
+    assert answered_by_kimi  # direct queries and the BA agent
+    assert answered_by_kimi == pytest.approx([within_bucket(0.95)] * len(answered_by_kimi))
