@@ -3,11 +3,13 @@ that name the key (and its environment variable) that is wrong."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import msgspec
 import pytest
 
-from aiorch.config import hash_api_key, load_settings
+from aiorch.config import Settings, hash_api_key, load_settings
 from aiorch.errors import ConfigError
 from aiorch.types import BackendKind, QueryType, SelectedService, Service
 
@@ -212,3 +214,26 @@ def test_secrets_stay_out_of_repr() -> None:
     shown = repr(settings.kimi) + repr(settings.server)
     for secret in ("sk-secret-123", "tok-secret-456", "pw-secret-789"):
         assert secret not in shown
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "aiorch.example.toml"
+
+
+def test_the_example_configuration_loads() -> None:
+    settings = load_settings({}, EXAMPLE)
+    assert settings.kimi.price_output_per_mtok > 0
+    assert settings.hedge.enabled is False
+
+
+@pytest.mark.parametrize("section", ["server", "cache", "retry", "breaker", "hedge"])
+def test_the_example_configuration_shows_every_setting(section: str) -> None:
+    """A setting added to the code without a line in the example fails here."""
+    text = EXAMPLE.read_text()
+    fields = msgspec.structs.fields(getattr(Settings(), section))
+    internal = {"api_key_hashes"}  # set from AIORCH_API_KEYS, never written by hand
+    missing = [
+        f.name
+        for f in fields
+        if f.name not in internal and not re.search(rf"^#? ?{f.name} = ", text, re.M)
+    ]
+    assert missing == []
