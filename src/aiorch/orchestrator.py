@@ -66,6 +66,8 @@ class AIOrchestrator:
     ) -> None:
         self.settings = settings
         self.metrics = metrics if metrics is not None else Metrics()
+        if tracer_provider is not None and self.metrics.exemplars is None:
+            self.metrics.exemplars = trace_exemplar  # latency buckets point at traces
         self.backends = traced(
             backends or {s: build_backend(settings.backend(s)) for s in Service}, tracer_provider
         )
@@ -253,7 +255,7 @@ class AIOrchestrator:
         m.orchestrator_queries.labels(result.query_type.value, result.selected_service.value).inc()
         agent = result.agent_type.value
         models = [a.model for a in result.attempts if a.error_type is None]
-        exemplar = trace_exemplar() if self._tracer is not None else None
+        exemplar = m.exemplars() if m.exemplars is not None else None
         for model in models:
             m.ai_queries.labels(agent, Status.SUCCESS.value, model).inc()
             m.ai_duration.labels(agent, model).observe(elapsed, exemplar)

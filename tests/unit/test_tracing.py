@@ -62,20 +62,19 @@ async def test_streamed_calls_are_spans_too() -> None:
     await orchestrator.close()
 
 
-async def test_latency_histogram_carries_the_trace_id_as_exemplar() -> None:
+async def test_latency_histograms_carry_the_trace_id_as_exemplar() -> None:
     orchestrator, exporter, registry = traced_orchestrator()
     await orchestrator.process_query("Why is the sky blue?", query_type="reasoning")
 
     (query,) = [s for s in exporter.get_finished_spans() if s.name == "aiorch query"]
     trace_id = format(query.context.trace_id, "032x")
     exposition = generate_latest(registry).decode()
-    exemplars = [
-        line
-        for line in exposition.splitlines()
-        if line.startswith("ai_response_duration_seconds_bucket") and "# {" in line
-    ]
-    assert exemplars
-    assert all(f'trace_id="{trace_id}"' in line for line in exemplars)
+    for family in ("ai_response_duration_seconds_bucket", "kimi_response_duration_seconds_bucket"):
+        exemplars = [
+            line for line in exposition.splitlines() if line.startswith(family) and "# {" in line
+        ]
+        assert exemplars, family
+        assert all(f'trace_id="{trace_id}"' in line for line in exemplars)
     await orchestrator.close()
 
 
