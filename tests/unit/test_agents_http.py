@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 from starlette.testclient import TestClient
 
+from aiorch.errors import ConfigError
 from aiorch.monitoring.prometheus_metrics import Metrics
 from aiorch.orchestrator import AIOrchestrator
 from aiorch.server.app import create_app
@@ -144,3 +146,11 @@ def test_an_oversized_request_is_refused(client: TestClient) -> None:
     response = client.post("/api/ai/flows/ba-dev-qa", json={"request": "x" * 100_001})
     assert response.status_code == 422
     assert "limit" in response.json()["error"]["message"]
+
+
+def test_a_bad_prompt_directory_stops_the_app_at_start(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("AIORCH_PROMPTS_DIR", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="is not a directory"):
+        create_app(settings_with_models())

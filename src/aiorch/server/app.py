@@ -78,6 +78,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.orchestrator = orchestrator
+    app.state.flow_runner = flows.build_runner(orchestrator)
     app.state.settings = settings
     return app
 

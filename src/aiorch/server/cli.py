@@ -20,6 +20,16 @@ def settings_or_exit(config: str | None) -> Settings:
         raise click.ClickException(str(error)) from None
 
 
+def prompts_or_exit() -> None:
+    """The agents' prompt files are read by each worker; a bad one should stop us here, clearly."""
+    from aiorch.agents.prompts import Prompts
+
+    try:
+        Prompts.from_env()
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
+
+
 def describe_backends(settings: Settings) -> list[str]:
     lines = []
     for service in Service:
@@ -77,6 +87,7 @@ def serve(
         os.environ["AIORCH_CONFIG"] = config  # each worker loads the same settings
     os.environ["AIORCH_HOST"], os.environ["AIORCH_PORT"] = host, str(port)
     settings = settings_or_exit(config)
+    prompts_or_exit()
     click.echo(f"aiorch serving on http://{host}:{port} with {workers} worker(s)", err=True)
     for line in describe_backends(settings):
         click.echo(line, err=True)

@@ -30,7 +30,7 @@ from starlette.routing import Route
 from aiorch.agents.flow import FlowEvent, FlowResult, FlowRunner, FlowStarted, StageResult
 from aiorch.agents.prompts import Prompts
 from aiorch.config import Settings
-from aiorch.errors import AiorchError, RequestError
+from aiorch.errors import AiorchError
 from aiorch.orchestrator import AIOrchestrator
 from aiorch.server import sse
 from aiorch.server.responses import JSON, error_response
@@ -48,27 +48,14 @@ class FlowBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     context: str | None = None
 
 
+def build_runner(orchestrator: AIOrchestrator) -> FlowRunner:
+    """Built once by the app factory: a bad prompt file stops start-up, not a request."""
+    return FlowRunner(orchestrator, prompts=Prompts.from_env())
+
+
 def runner_for(request: Request) -> FlowRunner:
-    state = request.app.state
-    orchestrator: AIOrchestrator = state.orchestrator
-    runner: FlowRunner | None = getattr(state, "flow_runner", None)
-    if runner is None or runner.orchestrator is not orchestrator:
-        runner = FlowRunner(orchestrator, prompts=Prompts.from_env())
-        state.flow_runner = runner
+    runner: FlowRunner = request.app.state.flow_runner
     return runner
-
-
-def _settings(request: Request, runner: FlowRunner) -> Settings:
-    settings = getattr(request.app.state, "settings", None)
-    return settings if isinstance(settings, Settings) else runner.orchestrator.settings
-
-
-def _decode(raw: bytes) -> FlowBody:
-    try:
-        return decode(raw, FlowBody)
-    except UnicodeDecodeError:
-        # msgspec raises this, not a DecodeError, for bad UTF-8 inside a string.
-        raise RequestError("request body is not valid JSON: it is not UTF-8") from None
 
 
 def _check(body: FlowBody, settings: Settings) -> FlowBody:
@@ -104,7 +91,7 @@ async def _run(request: Request, name: str) -> Response:
     try:
         runner = runner_for(request)
         runner.stages(name)  # an unknown flow is a 404 before the body is even read
-        body = _check(_decode(await request.body()), _settings(request, runner))
+        body = _check(decode(await request.body(), FlowBody), runner.orchestrator.settings)
         events = runner.events(
             name,
             body.request,
