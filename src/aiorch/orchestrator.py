@@ -86,8 +86,9 @@ class AIOrchestrator:
         self._in_flight: dict[str, SharedCall] = {}
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **kwargs: object) -> AIOrchestrator:
-        return cls(load_settings(environ), **kwargs)  # type: ignore[arg-type]
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> AIOrchestrator:
+        """Settings from the environment (and `AIORCH_CONFIG`), everything else by default."""
+        return cls(load_settings(environ))
 
     async def process_query(
         self,
