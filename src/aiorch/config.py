@@ -268,11 +268,19 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def _name_key(message: str) -> str:
-    """msgspec says "... - at `$.kimi.timeout`"; lead with the key and its env variable."""
-    text, _, where = message.rpartition(" - at `$.")
-    if not where:
-        return message
-    return f"{_named(where.rstrip('`'))}: {text}"
+    """msgspec says "... - at `$.kimi.timeout`"; lead with the key and its env variable. An
+    unknown key is named in full ("kimi.colour: unknown key"), not left inside msgspec's text."""
+    text, found, where = message.rpartition(" - at `$.")
+    if not found:  # an error at the top level: msgspec names no path
+        text, where = message, ""
+    where = where.rstrip("`")
+    unknown = _UNKNOWN_FIELD.search(text)
+    if unknown is not None:
+        return f"{where + '.' if where else ''}{unknown.group(1)}: unknown key"
+    return f"{_named(where)}: {text}" if where else text
+
+
+_UNKNOWN_FIELD = re.compile(r"contains unknown field `([^`]+)`")
 
 
 def _named(key: str) -> str:

@@ -68,6 +68,17 @@ def rule_files() -> list[Path]:
     return sorted(RULES_DIR.glob("*.yml"))
 
 
+def files_matched_by_rule_files(config: Path) -> list[Path]:
+    """The files a Prometheus config's `rule_files` globs name; relative globs are read from the
+    config's own directory, as Prometheus reads them."""
+    patterns = yaml.safe_load(config.read_text(encoding="utf-8")).get("rule_files") or []
+    found: set[Path] = set()
+    for pattern in patterns:
+        base = Path(pattern) if Path(pattern).is_absolute() else config.parent / pattern
+        found.update(Path(base.anchor).glob(str(base.relative_to(base.anchor))))
+    return sorted(p.resolve() for p in found)
+
+
 def rules() -> list[dict[str, Any]]:
     """Every rule of every group, each with its group's name under `_group`."""
     out = []

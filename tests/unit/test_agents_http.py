@@ -110,28 +110,31 @@ def test_streamed_flows_send_one_event_per_finished_stage(client: TestClient) ->
 
 
 @pytest.mark.parametrize(
-    ("body", "status", "message"),
+    ("body", "status", "param", "says"),
     [
-        (b"{not json", 400, "not valid JSON"),
-        (b'{"request": "\xff\xfe"}', 400, "not UTF-8"),
-        (b"", 400, "empty"),
-        (b'{"stream": true}', 422, "missing required field `request`"),
-        (b'{"request": 42}', 422, "Expected `str`, got `int`"),
-        (b'{"request": "x", "use_cache": "no"}', 422, "use_cache"),
-        (b'{"request": "x", "steram": true}', 422, "unknown field `steram`"),
-        (b'{"request": "   "}', 422, "must not be empty"),
+        (b"{not json", 400, None, "not valid JSON"),
+        (b'{"request": "\xff\xfe"}', 400, None, "not UTF-8"),
+        (b"", 400, None, "empty"),
+        (b'{"stream": true}', 422, "request", "invalid request body"),
+        (b'{"request": 42}', 422, "request", "invalid request body"),
+        (b'{"request": "x", "use_cache": "no"}', 422, "use_cache", "invalid request body"),
+        (b'{"request": "x", "steram": true}', 422, "steram", "invalid request body"),
+        (b'{"request": "   "}', 422, "request", "must not be empty"),
     ],
 )
 def test_bad_bodies_say_what_is_wrong(
-    client: TestClient, body: bytes, status: int, message: str
+    client: TestClient, body: bytes, status: int, param: str | None, says: str
 ) -> None:
+    """Our part of the error: its type, the field it names and our words (a library's own
+    message may follow ours, and changes between its releases)."""
     response = client.post(
         "/api/ai/flows/ba-dev-qa", content=body, headers={"content-type": "application/json"}
     )
     assert response.status_code == status
     error = response.json()["error"]
     assert error["type"] == "invalid_request"
-    assert message in error["message"]
+    assert error["param"] == param
+    assert says in error["message"]
 
 
 def test_an_unknown_flow_is_404_and_lists_the_flows(client: TestClient) -> None:

@@ -168,7 +168,8 @@ fallbacks = ["qwen"]
 @pytest.mark.parametrize(
     ("text", "names"),
     [
-        ("[kimi]\ncolour = 'blue'\n", ("kimi", "colour")),
+        ("[kimi]\ncolour = 'blue'\n", ("kimi.colour: unknown key",)),
+        ("colour = 'blue'\n", ("colour: unknown key",)),
         ("[kimi]\ntimeout = 'long'\n", ("kimi.timeout",)),
         ("[cache]\nttl_seconds = [1]\n", ("cache.ttl_seconds",)),
         ("[routes.code]\nprimary = 'qwen'\nfallbacks = ['qwen']\n", ("routes.code",)),

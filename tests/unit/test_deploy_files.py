@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.monitoring.exprs import files_matched_by_rule_files
+
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 K8S = DEPLOY / "k8s"
@@ -279,7 +281,9 @@ def test_compose_prometheus_config_passes_promtool(tmp_path: Path) -> None:
     result = subprocess.run([promtool, "check", "config", str(config)], capture_output=True)
     output = (result.stdout + result.stderr).decode()
     assert result.returncode == 0, output
-    assert "aiorch_alerts.yml" in output
+    rules = sorted(p.resolve() for p in (MONITORING / "prometheus/rules").glob("*.yml"))
+    assert rules
+    assert files_matched_by_rule_files(config) == rules
 
 
 # --- Kubernetes -------------------------------------------------------------------------------

@@ -48,6 +48,7 @@ def create_app(
             await limiter.close()
         if tracer_provider is not None:
             tracer_provider.shutdown()  # type: ignore[attr-defined]  # flush the SDK's exporter
+        log.info("shut down: backends, cache and rate limiter closed")
 
     routes = [
         Route("/api/ai/query", api.query, methods=["POST"]),

@@ -148,11 +148,23 @@ def decode(body: bytes, kind: type[T]) -> T:
     except msgspec.ValidationError as error:
         raise InvalidBody(f"invalid request body: {error}", param=_param(str(error))) from None
     except msgspec.DecodeError as error:
-        raise RequestError(f"request body is not valid JSON: {error}") from None
-    except UnicodeDecodeError as error:  # msgspec lets this one through for bad UTF-8
-        raise RequestError(f"request body is not valid JSON: not UTF-8 ({error.reason})") from None
+        raise _not_utf8(body) or RequestError(f"request body is not valid JSON: {error}") from None
+    except UnicodeDecodeError:  # some msgspec releases let this one through for bad UTF-8
+        raise _not_utf8(body) or RequestError("request body is not valid JSON") from None
     except RecursionError:  # msgspec recurses per nesting level, even into ignored fields
         raise RequestError("request body is nested too deeply") from None
+
+
+def _not_utf8(body: bytes) -> RequestError | None:
+    """Our own words for a body that is not UTF-8, whatever msgspec's release calls it; checked
+    only once decoding has failed, so that good bodies are not decoded twice."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return RequestError(
+            f"request body is not valid JSON: not UTF-8 ({error.reason} at byte {error.start})"
+        )
+    return None
 
 
 class InvalidBody(RequestError):
