@@ -103,8 +103,10 @@ class AIOrchestrator:
         thinking: bool | None = None,
         tenant: str = "",
         request_id: str | None = None,
+        accept: Callable[[str], bool] | None = None,
     ) -> QueryResult:
-        """Answer one query: the guide's entry point."""
+        """Answer one query: the guide's entry point. `accept`, when given, must return True
+        for the answer's text before the answer is cached (see `complete`)."""
         messages = build_messages(query, context)
         options = QueryOptions(
             query_type=parse_query_type(query_type),
@@ -116,9 +118,18 @@ class AIOrchestrator:
             tenant=tenant,
             request_id=request_id or "",
         )
-        return await self.complete(messages, options)
+        return await self.complete(messages, options, accept=accept)
 
-    async def complete(self, messages: Sequence[Message], options: QueryOptions) -> QueryResult:
+    async def complete(
+        self,
+        messages: Sequence[Message],
+        options: QueryOptions,
+        *,
+        accept: Callable[[str], bool] | None = None,
+    ) -> QueryResult:
+        """`accept` is the caller's judgement of an answer's text (an agent: "I can parse it").
+        An answer it rejects is still returned, but never cached, so the next identical query
+        asks the model again instead of replaying a useless answer for the cache's lifetime."""
         started = time.perf_counter()
         plan = self.planner.plan(messages, options)
         self._log_prompt(plan.request)
@@ -126,7 +137,7 @@ class AIOrchestrator:
         self.metrics.in_flight.inc()
         try:
             if key is None:
-                return await self._answer(plan)
+                return await self._answer(plan, accept)
             hit = await self._cache_guard.get(key)
             if hit is not None:
                 return self._from_cache(hit, plan, started)
@@ -136,7 +147,7 @@ class AIOrchestrator:
                 self.metrics.coalesced.inc()
                 result = await shared.join()
                 return msgspec.structs.replace(result, request_id=plan.request.request_id)
-            task = asyncio.ensure_future(self._answer(plan))
+            task = asyncio.ensure_future(self._answer(plan, accept))
             shared = self._in_flight[key] = SharedCall(task)
             task.add_done_callback(lambda done: self._settled(key, done))
             return await shared.join()
@@ -148,9 +159,9 @@ class AIOrchestrator:
         if not task.cancelled():
             task.exception()  # retrieved: every waiter may have left before it failed
 
-    async def _answer(self, plan: Plan) -> QueryResult:
+    async def _answer(self, plan: Plan, accept: Callable[[str], bool] | None) -> QueryResult:
         if self._tracer is None:
-            return await self._answer_untraced(plan)
+            return await self._answer_untraced(plan, accept)
         attributes = {
             "aiorch.query_type": plan.query_type.value,
             "aiorch.agent_type": plan.options.agent_type.value,
@@ -158,9 +169,11 @@ class AIOrchestrator:
             "aiorch.request_id": plan.request.request_id,
         }
         with self._tracer.start_as_current_span("aiorch query", attributes=attributes):
-            return await self._answer_untraced(plan)
+            return await self._answer_untraced(plan, accept)
 
-    async def _answer_untraced(self, plan: Plan) -> QueryResult:
+    async def _answer_untraced(
+        self, plan: Plan, accept: Callable[[str], bool] | None
+    ) -> QueryResult:
         started = time.perf_counter()
         route = plan.route
         try:
@@ -174,7 +187,11 @@ class AIOrchestrator:
         elapsed = time.perf_counter() - started
         result = self._result(answer, plan, elapsed)
         self._record(result, elapsed, answer.backend_seconds)
-        if plan.key is not None and answer.completion.finish_reason in ("stop", "length", None):
+        if (
+            plan.key is not None
+            and answer.completion.finish_reason in ("stop", "length", None)
+            and (accept is None or accept(result.answer))
+        ):
             await self._store(plan.key, result)
         return result
 
@@ -305,7 +322,7 @@ class AIOrchestrator:
                 result = (
                     self._from_cache(hit, plan, started)
                     if hit is not None
-                    else await self._answer(plan)
+                    else await self._answer(plan, None)
                 )
                 async for event in replay(result):
                     yield event

@@ -62,6 +62,24 @@ def test_a_repeated_flow_is_answered_from_the_cache(service: Service) -> None:
     assert service.mock.stats()["requests_total"] == upstream_before + 3
 
 
+def test_a_stage_whose_answer_could_not_be_parsed_is_asked_again(service: Service) -> None:
+    """The QA answer is prose without a verdict: the flow fails at QA. Run again, the stages
+    that parsed come from the cache and QA goes to the model again: a useless answer is never
+    cached, or the same flow would replay the failure for the cache's lifetime."""
+    assert service.mock is not None
+    body = {"request": unique("Users can export their data REFUSE-REVIEW")}
+    first = run_flow(service, body)
+    upstream_before = service.mock.stats()["requests_total"]
+
+    second = run_flow(service, body)
+
+    assert first.status_code == second.status_code == 502
+    assert [s["status"] for s in second.json()["stages"]] == ["completed", "completed", "failed"]
+    assert [s["cached"] for s in first.json()["stages"]] == [False, False, False]
+    assert [s["cached"] for s in second.json()["stages"]] == [True, True, False]
+    assert service.mock.stats()["requests_total"] == upstream_before + 1  # only QA, again
+
+
 def test_streamed_flows_send_an_event_per_finished_stage(service: Service) -> None:
     events = stream_flow(service, {"request": unique("Users can upload an avatar")})
 

@@ -282,6 +282,30 @@ async def test_a_repeated_flow_is_answered_from_the_cache() -> None:
     assert sample(registry, "orchestrator_cache_hits_total") == 3
 
 
+async def test_an_unparseable_answer_is_not_cached_so_the_next_run_asks_again() -> None:
+    refusals = iter(["I'd rather not judge."])  # the first review is unusable, later ones fine
+
+    def review_once_badly(prompt: str) -> str:
+        if "Role: QA engineer" in prompt:
+            return next(refusals, scripted(prompt))
+        return scripted(prompt)
+
+    settings = settings_with_models()
+    backends = {s: ScriptedBackend(settings.backend(s), review_once_badly) for s in Service}
+    runner, _, registry = build(settings, backends)
+
+    first = await runner.run("ba-dev-qa", "Users can reset their password")
+    second = await runner.run("ba-dev-qa", "Users can reset their password")
+
+    assert [s.status for s in first.stages] == ["completed", "completed", "failed"]
+    assert second.status == "completed"
+    # The stages that parsed came from the cache; the one that did not was asked again.
+    assert [s.cached for s in second.stages] == [True, True, False]
+    assert isinstance(second.stages[2].artefact, Review)
+    assert sum(len(b.prompts) for b in backends.values()) == 4
+    assert sample(registry, "orchestrator_cache_hits_total") == 2
+
+
 async def test_offline_flows_run_end_to_end_and_say_so() -> None:
     registry = CollectorRegistry()
     orchestrator = AIOrchestrator(load_settings({}), metrics=Metrics(registry))

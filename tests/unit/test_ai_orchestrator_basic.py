@@ -103,3 +103,24 @@ async def test_process_query_unknown_uses_multi_service_stub() -> None:
     assert "qwen says hi" in result.answer
     assert result.usage == Usage(6, 8)
     await orchestrator.close()
+
+
+async def test_an_answer_the_caller_does_not_accept_is_returned_but_not_cached() -> None:
+    settings = load_settings({"KIMI_API_KEY": "k", "QWEN_OLLAMA_URL": "http://qwen.invalid"})
+    backends = {s: StubBackend(settings.backend(s)) for s in Service}
+    orchestrator = AIOrchestrator(settings, backends=backends, metrics=Metrics(CollectorRegistry()))
+    judged: list[str] = []
+
+    def refuse(text: str) -> bool:
+        judged.append(text)
+        return False
+
+    rejected = await orchestrator.process_query("Explain CAP", "reasoning", accept=refuse)
+    again = await orchestrator.process_query("Explain CAP", "reasoning", accept=lambda _: True)
+    third = await orchestrator.process_query("Explain CAP", "reasoning")
+
+    assert rejected.answer == "kimi says hi"  # the caller still gets the answer to judge
+    assert judged == ["kimi says hi"]
+    assert (rejected.cached, again.cached, third.cached) == (False, False, True)
+    assert len(backends[Service.KIMI].calls) == 2
+    await orchestrator.close()

@@ -81,6 +81,15 @@ class Agent:
     def title(self) -> str:
         return STAGE_TITLES[self.stage]
 
+    def parses(self, text: str) -> bool:
+        """Whether this stage can turn the text into its artefact. An offline placeholder is
+        not, so offline stages are not cached either: the offline backend answers at once."""
+        try:
+            self.parse(text)
+        except Exception:  # a parser bug too: better uncached than replayed
+            return False
+        return True
+
     async def run(
         self,
         orchestrator: AIOrchestrator,
@@ -101,6 +110,7 @@ class Agent:
             use_cache=use_cache,
             tenant=tenant,
             request_id=request_id,
+            accept=self.parses,  # an answer this stage cannot use is never cached
         )
         if result.offline:
             return result, self.placeholder(result.answer)
