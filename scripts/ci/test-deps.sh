@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs and starts what the test suite needs beyond Python packages: Prometheus and
-# Alertmanager (promtool, amtool) from Debian's packages, and a Redis server binary. Tests start
+# Alertmanager (promtool, amtool) from Debian's packages, a Redis server binary, Node.js and curl. Tests start
 # their own private Redis and Prometheus on free ports; they never touch a shared instance.
 set -euo pipefail
 
@@ -10,6 +10,7 @@ command -v promtool >/dev/null || need+=(prometheus)
 command -v amtool >/dev/null || need+=(prometheus-alertmanager)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v node >/dev/null || need+=(nodejs)  # checks the k6 script's syntax
+command -v curl >/dev/null || need+=(curl)  # the README's examples, run by tests/system/test_readme.py
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
