@@ -132,7 +132,13 @@ def compile_locks(project: Project, uv: str, upgrade: bool) -> None:
     )
     tools = _write(scratch / "tools.in", [f"{n}=={pins[n][0][0]}" for n in fixed if n in pins])
     extras = [arg for extra in LOWEST_EXTRAS for arg in ("--extra", extra)]
-    lowest = ["pyproject.toml", tools, *extras, "--resolution", "lowest-direct"]
+    # The lower bounds are re-read every time (a pin kept from the last run would hide a bound
+    # that was lowered); the packages around them keep their pins.
+    floors = project.dependencies + [
+        r for e in LOWEST_EXTRAS for r in project.extra_requirements(e)
+    ]
+    fresh = [arg for name in sorted({_name(r) for r in floors}) for arg in ("-P", name)]
+    lowest = ["pyproject.toml", tools, *extras, "--resolution", "lowest-direct", *fresh]
     _uv(uv, root, lowest, f"requirements/{LOWEST}", upgrade)
     _uv(uv, root, [_write(scratch / "lock-tools.in", ["uv"])], f"requirements/{TOOLS}", upgrade)
     digest = project.digest()
