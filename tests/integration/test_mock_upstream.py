@@ -11,15 +11,26 @@ import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.support.procs import AIORCH, REPO, Server, free_port, run_server
+from tests.integration.mock_support import (
+    KIMI,
+    QWEN,
+    chat,
+    configure,
+    is_json,
+    ndjson,
+    post_json,
+    read_broken,
+    reset,
+    sse,
+    start_mock,
+    stats,
+)
+from tests.support.procs import AIORCH, REPO, Server
 
-KIMI = "kimi-k2-thinking"
-QWEN = "qwen2.5-coder:7b"
 FAULT_STATUS = {
     "http_500": 500,
     "http_502": 502,
@@ -30,15 +41,9 @@ FAULT_STATUS = {
 }
 
 
-def _start(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Any:
-    port = free_port()
-    argv = [*AIORCH, "mock-upstream", "--port", str(port), *args]
-    return run_server(argv, port=port, ready_path="/healthz", tmp_path=tmp, env=env, name="mock")
-
-
 @pytest.fixture(scope="module")
 def mock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with _start(tmp_path_factory.mktemp("mock")) as server:
+    with start_mock(tmp_path_factory.mktemp("mock")) as server:
         yield server
 
 
@@ -47,55 +52,6 @@ async def http(mock: Server) -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(base_url=mock.url) as session:
         await reset(session, config=True)
         yield session
-
-
-def chat(content: str, model: str = KIMI, **extra: Any) -> dict[str, Any]:
-    return {"model": model, "messages": [{"role": "user", "content": content}], **extra}
-
-
-async def post_json(
-    http: aiohttp.ClientSession, path: str, body: Any, **kwargs: Any
-) -> tuple[int, Any, aiohttp.ClientResponse]:
-    async with http.post(path, json=body, **kwargs) as response:
-        return response.status, await response.json(content_type=None), response
-
-
-async def sse(http: aiohttp.ClientSession, body: Any, **kwargs: Any) -> list[str]:
-    """The `data:` payloads of an SSE response, in order."""
-    async with http.post("/v1/chat/completions", json=body, **kwargs) as response:
-        assert response.status == 200
-        assert response.content_type == "text/event-stream"
-        text = (await response.read()).decode()
-    assert text.endswith("\n\n")
-    events = [block for block in text.split("\n\n") if block]
-    assert all(e.startswith("data: ") for e in events)
-    return [e[len("data: ") :] for e in events]
-
-
-async def ndjson(http: aiohttp.ClientSession, body: Any) -> list[dict[str, Any]]:
-    async with http.post("/api/chat", json=body) as response:
-        assert response.status == 200
-        assert response.content_type == "application/x-ndjson"
-        lines = (await response.read()).decode().splitlines()
-    return [json.loads(line) for line in lines]
-
-
-async def stats(http: aiohttp.ClientSession) -> dict[str, Any]:
-    async with http.get("/_mock/stats") as response:
-        result: dict[str, Any] = await response.json()
-        return result
-
-
-async def reset(http: aiohttp.ClientSession, *, config: bool = False) -> None:
-    async with http.post("/_mock/reset", json={"config": config}) as response:
-        assert response.status == 200
-
-
-async def configure(http: aiohttp.ClientSession, **fields: Any) -> dict[str, Any]:
-    status, body, _ = await post_json(http, "/_mock/config", fields)
-    assert status == 200, body
-    result: dict[str, Any] = body
-    return result
 
 
 # --- OpenAI / Moonshot dialect -------------------------------------------------------------
@@ -120,6 +76,7 @@ async def test_completion_shape_usage_and_reasoning(http: aiohttp.ClientSession)
         "prompt_tokens": 2,
         "completion_tokens": 50,
         "total_tokens": 52,
+        "completion_tokens_details": {"reasoning_tokens": 20},
     }
 
 
@@ -128,8 +85,9 @@ async def test_completion_shape_usage_and_reasoning(http: aiohttp.ClientSession)
     [
         (KIMI, None, True),
         (KIMI, "disabled", False),
-        ("kimi-k2.6", None, False),
-        ("kimi-k2.6", "enabled", True),
+        ("kimi-k2.6", None, True),  # thinking is on by default, as on Moonshot
+        ("kimi-k2.6", "disabled", False),
+        ("moonshot-v1-8k", None, False),
     ],
 )
 async def test_reasoning_follows_model_and_thinking_switch(
@@ -152,7 +110,13 @@ async def test_answers_are_deterministic_per_prompt_and_model(http: aiohttp.Clie
     first = await content("what is a circuit breaker?")
     assert first == await content("what is a circuit breaker?")
     assert first != await content("what is a token bucket?")
-    assert first != await content("what is a circuit breaker?", "kimi-k2.6")
+    # By default the conversation alone decides the text, whatever the model (so that a prefix
+    # from one model and a continuation from another make the whole answer) ...
+    assert first == await content("what is a circuit breaker?", "kimi-k2.6")
+    assert first == await content("what is a circuit breaker?", QWEN)
+    # ... unless the model should count too.
+    varied = "what is a circuit breaker? [[mock: vary_by_model=true]]"
+    assert await content(varied) != await content(varied, "kimi-k2.6")
     assert "```" in await content("implement a python function to sort", QWEN)
 
 
@@ -178,7 +142,12 @@ async def test_stream_moonshot_usage_in_last_choice(http: aiohttp.ClientSession)
     assert kinds == ["reasoning"] * 20 + ["content"] * 30
     last = chunks[-1]["choices"][0]
     assert last["finish_reason"] == "stop"
-    assert last["usage"] == {"prompt_tokens": 2, "completion_tokens": 50, "total_tokens": 52}
+    assert last["usage"] == {
+        "prompt_tokens": 2,
+        "completion_tokens": 50,
+        "total_tokens": 52,
+        "completion_tokens_details": {"reasoning_tokens": 20},
+    }
     assert all(c["choices"][0]["finish_reason"] is None for c in chunks[:-1])
 
     _, whole, _ = await post_json(http, "/v1/chat/completions", chat("stream me"))
@@ -189,12 +158,17 @@ async def test_stream_moonshot_usage_in_last_choice(http: aiohttp.ClientSession)
 
 
 async def test_stream_include_usage_adds_openai_usage_chunk(http: aiohttp.ClientSession) -> None:
-    body = chat("hi", "kimi-k2.6", stream=True, stream_options={"include_usage": True})
+    body = chat("hi", "moonshot-v1-8k", stream=True, stream_options={"include_usage": True})
     events = await sse(http, body)
     assert events[-1] == "[DONE]"
     usage_chunk = json.loads(events[-2])
     assert usage_chunk["choices"] == []
-    assert usage_chunk["usage"] == {"prompt_tokens": 1, "completion_tokens": 30, "total_tokens": 31}
+    assert usage_chunk["usage"] == {
+        "prompt_tokens": 1,
+        "completion_tokens": 30,
+        "total_tokens": 31,
+        "completion_tokens_details": {"reasoning_tokens": 0},
+    }
     moonshot_last = json.loads(events[-3])
     assert moonshot_last["choices"][0]["usage"] == usage_chunk["usage"]
     assert moonshot_last["choices"][0]["finish_reason"] == "stop"
@@ -253,7 +227,8 @@ async def test_ollama_streams_by_default_with_nanosecond_timings(
 
 
 async def test_ollama_think_num_predict_and_non_stream(http: aiohttp.ClientSession) -> None:
-    body = chat("hello", QWEN, think=True, options={"num_predict": 24, "temperature": 0.1})
+    thinker = "kimi-k2-thinking:cloud"
+    body = chat("hello", thinker, think=True, options={"num_predict": 24, "temperature": 0.1})
     lines = await ndjson(http, body)
     thinking = [p for p in lines[:-1] if "thinking" in p["message"]]
     assert len(thinking) == 20
@@ -284,12 +259,12 @@ async def test_ollama_errors(http: aiohttp.ClientSession) -> None:
     assert isinstance(body["error"], str)
 
 
-async def test_ollama_tags_version_ps_and_cold_start(http: aiohttp.ClientSession) -> None:
+async def test_ollama_tags_version_ps_and_coldstart_mock(http: aiohttp.ClientSession) -> None:
     async with http.get("/api/tags") as response:
         tags = await response.json()
     entry = next(m for m in tags["models"] if m["name"] == QWEN)
     assert set(entry) >= {"name", "model", "modified_at", "size", "digest", "details"}
-    assert entry["details"]["parameter_size"] == "7B"
+    assert entry["details"]["parameter_size"] == "7.6B"  # what Ollama reports for it
     async with http.get("/api/version") as response:
         assert "version" in await response.json()
     async with http.get("/api/ps") as response:
@@ -370,49 +345,26 @@ async def test_malformed_bodies(http: aiohttp.ClientSession) -> None:
                 json.loads(await r.read())
     events = await sse(http, chat("x", stream=True), headers=headers)
     assert events[-1] == "[DONE]"
-    assert [_is_json(e) for e in events[:-1]] == [True, False]
+    assert [is_json(e) for e in events[:-1]] == [True, False]
     async with http.post("/api/chat", json=chat("x", QWEN), headers=headers) as r:
         lines = (await r.read()).decode().splitlines()
-    assert [_is_json(line) for line in lines] == [True, False, True]
-
-
-def _is_json(text: str) -> bool:
-    try:
-        json.loads(text)
-    except json.JSONDecodeError:
-        return False
-    return True
-
-
-async def _read_broken(
-    http: aiohttp.ClientSession, path: str, body: Any, headers: dict[str, str]
-) -> bytes:
-    """What arrived before the connection broke; fails if it did not break."""
-    received = b""
-    try:
-        async with http.post(path, json=body, headers=headers) as response:
-            assert response.status == 200
-            async for data in response.content.iter_any():
-                received += data
-    except aiohttp.ClientPayloadError:
-        return received
-    raise AssertionError(f"{path} ended cleanly: {received!r}")
+    assert [is_json(line) for line in lines] == [True, False, True]
 
 
 async def test_cut_streams_end_without_done(http: aiohttp.ClientSession) -> None:
     headers = {"X-Mock-Fault": "cut", "X-Mock-Cut-After": "3"}
-    received = await _read_broken(http, "/v1/chat/completions", chat("x", stream=True), headers)
+    received = await read_broken(http, "/v1/chat/completions", chat("x", stream=True), headers)
     events = [e for e in received.decode().split("\n\n") if e]
     assert len(events) == 4  # the role chunk and three tokens
-    assert all(_is_json(e.removeprefix("data: ")) for e in events)
+    assert all(is_json(e.removeprefix("data: ")) for e in events)
     assert "[DONE]" not in received.decode()
 
-    lines = (await _read_broken(http, "/api/chat", chat("x", QWEN), headers)).splitlines()
+    lines = (await read_broken(http, "/api/chat", chat("x", QWEN), headers)).splitlines()
     assert len(lines) == 3
     assert all(json.loads(line)["done"] is False for line in lines)
 
-    whole = await _read_broken(http, "/v1/chat/completions", chat("x"), {"X-Mock-Fault": "cut"})
-    assert not _is_json(whole.decode())
+    whole = await read_broken(http, "/v1/chat/completions", chat("x"), {"X-Mock-Fault": "cut"})
+    assert not is_json(whole.decode())
 
 
 async def test_slow_first_token_and_timing_knobs(http: aiohttp.ClientSession) -> None:
@@ -432,7 +384,7 @@ async def test_slow_first_token_and_timing_knobs(http: aiohttp.ClientSession) ->
         "X-Mock-Tokens-Per-Second": "100",
     }
     status, _, _ = await post_json(
-        http, "/v1/chat/completions", chat("x", "kimi-k2.6", max_tokens=11), headers=headers
+        http, "/v1/chat/completions", chat("x", "moonshot-v1-8k", max_tokens=11), headers=headers
     )
     assert status == 200
     assert time.monotonic() - started >= 0.39  # 200 + 100 + 10 tokens at 100/s
@@ -444,7 +396,7 @@ async def test_slow_first_token_and_timing_knobs(http: aiohttp.ClientSession) ->
 async def test_precedence_header_over_directive_over_model_over_run(
     http: aiohttp.ClientSession,
 ) -> None:
-    await configure(http, tokens=9, model_config={"kimi-k2.6": {"tokens": 7}})
+    await configure(http, tokens=9, model_config={"qwen3-coder:30b": {"tokens": 7}})
 
     async def tokens(prompt: str, model: str, headers: dict[str, str] | None = None) -> int:
         _, body, _ = await post_json(
@@ -454,9 +406,9 @@ async def test_precedence_header_over_directive_over_model_over_run(
         return count
 
     assert await tokens("x", "moonshot-v1-8k") == 9
-    assert await tokens("x", "kimi-k2.6") == 7
-    assert await tokens("x [[mock: tokens=5]]", "kimi-k2.6") == 5
-    assert await tokens("x [[mock: tokens=5]]", "kimi-k2.6", {"X-Mock-Tokens": "3"}) == 3
+    assert await tokens("x", "qwen3-coder:30b") == 7
+    assert await tokens("x [[mock: tokens=5]]", "qwen3-coder:30b") == 5
+    assert await tokens("x [[mock: tokens=5]]", "qwen3-coder:30b", {"X-Mock-Tokens": "3"}) == 3
 
 
 async def test_directive_is_removed_from_the_prompt(http: aiohttp.ClientSession) -> None:
@@ -595,18 +547,18 @@ async def test_cli_files_env_and_auth(tmp_path: Path) -> None:
         *("--config", str(config), "--responses", str(rules)),
         *("--model-config", f"{QWEN}:tokens=6,latency_ms=1"),
     ]
-    with _start(tmp_path, *args, env=env) as server:
+    with start_mock(tmp_path, *args, env=env) as server:
         async with aiohttp.ClientSession(base_url=server.url) as http:
             status, body, _ = await post_json(http, "/v1/chat/completions", chat("ping"))
             assert status == 401
             assert body["error"]["type"] == "invalid_authentication_error"
             auth = {"Authorization": "Bearer sekret"}
             _, body, _ = await post_json(
-                http, "/v1/chat/completions", chat("ping", "kimi-k2.6"), headers=auth
+                http, "/v1/chat/completions", chat("ping", "qwen3-coder:30b"), headers=auth
             )
             assert body["choices"][0]["message"]["content"] == "pong pong"
             _, body, _ = await post_json(
-                http, "/v1/chat/completions", chat("other", "kimi-k2.6"), headers=auth
+                http, "/v1/chat/completions", chat("other", "qwen3-coder:30b"), headers=auth
             )
             assert body["usage"]["completion_tokens"] == 4  # the environment beats the file
             _, body, _ = await post_json(
@@ -651,12 +603,14 @@ def test_help_lists_every_knob() -> None:
     assert result.returncode == 0
     for option in ("--latency-ms", "--ttft-ms", "--tokens-per-second", "--fault", "--seed",
                    "--cold-start-ms", "--model-config", "--responses", "--workers",
-                   "AIORCH_MOCK_PORT"):  # fmt: skip
+                   "--model-caps", "--capabilities", "--stall-ms", "--malformed-at",
+                   "--stream-error-after", "--down-s", "--down-from", "--tool-calls",
+                   "--vary-by-model", "--ollama-num-ctx", "AIORCH_MOCK_PORT"):  # fmt: skip
         assert option in result.stdout
 
 
 async def test_workers_share_the_port_and_stop_on_sigterm(tmp_path: Path) -> None:
-    with _start(tmp_path, "--workers", "2") as server:
+    with start_mock(tmp_path, "--workers", "2") as server:
         async with aiohttp.ClientSession(base_url=server.url) as http:
             for _ in range(4):
                 status, _, _ = await post_json(http, "/v1/chat/completions", chat("x"))
@@ -669,7 +623,7 @@ async def test_workers_share_the_port_and_stop_on_sigterm(tmp_path: Path) -> Non
 
 
 def test_sigterm_stops_a_busy_mock_cleanly(tmp_path: Path) -> None:
-    with _start(tmp_path, "--shutdown-timeout", "0.5") as server:
+    with start_mock(tmp_path, "--shutdown-timeout", "0.5") as server:
         hung = subprocess.Popen(  # a client stuck on a hung request must not block shutdown
             [sys.executable, "-c", _HUNG_CLIENT, server.url],
             stdout=subprocess.DEVNULL,

@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from aiorch.mock import ollama, openai
+from aiorch.mock import ollama, ollama_info, openai
 from aiorch.mock.engine import STATE
 from aiorch.mock.faults import openai_error
 from aiorch.mock.settings import ConfigError, MockConfig, update
@@ -131,11 +131,13 @@ def create_app(config: MockConfig, *, workers: int = 1) -> web.Application:
     app[STATE] = MockState(config, workers=workers)
     app.router.add_post("/v1/chat/completions", _counted(openai.chat_completions))
     app.router.add_get("/v1/models", openai.models)
+    app.router.add_get("/v1/models/{model:.+}", openai.model)
     app.router.add_post("/api/chat", _counted(ollama.chat))
-    app.router.add_get("/api/tags", ollama.tags)
-    app.router.add_get("/api/ps", ollama.ps)
-    app.router.add_get("/api/version", ollama.version)
-    app.router.add_get("/", ollama.root)
+    app.router.add_get("/api/tags", ollama_info.tags)
+    app.router.add_get("/api/ps", ollama_info.ps)
+    app.router.add_post("/api/show", ollama_info.show)
+    app.router.add_get("/api/version", ollama_info.version)
+    app.router.add_get("/", ollama_info.root)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/_mock/stats", stats)
     app.router.add_post("/_mock/reset", reset)

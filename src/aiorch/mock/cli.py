@@ -19,6 +19,7 @@ from aiorch.mock.settings import (
     ConfigError,
     MockConfig,
     load_structured,
+    parse_caps_spec,
     parse_model_config,
     parse_rules,
     update,
@@ -148,6 +149,74 @@ _count = click.IntRange(0, 1_000_000)
     default=_DEFAULTS.cold_start_ms,
     help="Load time paid by the first call to each model (until /_mock/reset).",
 )
+@_option(
+    "--stall-after",
+    type=_count,
+    default=_DEFAULTS.stall_after,
+    help="Token events a `stall` stream sends before going silent.",
+)
+@_option(
+    "--stall-ms", type=_ms, default=_DEFAULTS.stall_ms, help="How long a `stall` stays silent."
+)
+@_option(
+    "--malformed-at",
+    type=click.IntRange(1, 1_000_000),
+    default=_DEFAULTS.malformed_at,
+    help="Which event of the stream `malformed_event` makes a bad one (1 = the first).",
+)
+@_option(
+    "--stream-error-after",
+    type=_count,
+    default=_DEFAULTS.stream_error_after,
+    help="Token events before a `stream_error` event.",
+)
+@_option(
+    "--down-s",
+    type=click.FloatRange(0, 86_400),
+    default=_DEFAULTS.down_s,
+    help="How long a `down` model stays down.",
+)
+@_option(
+    "--down-from",
+    type=click.Choice(["first_request", "config"]),
+    default=_DEFAULTS.down_from,
+    help="Where the `down` window starts: the model's first request, or the last config change.",
+)
+@_option(
+    "--down-fault",
+    default=_DEFAULTS.down_fault,
+    callback=_check_faults,
+    help="What a `down` model does while down (an error fault, reset or hang).",
+)
+@_option(
+    "--tool-calls",
+    type=_count,
+    default=_DEFAULTS.tool_calls,
+    help="Tool calls per turn when tools are offered (0: as many as the prompt names).",
+)
+@_option(
+    "--vary-by-model/--same-across-models",
+    default=_DEFAULTS.vary_by_model,
+    help="Whether the model id, not only the conversation, decides the answer text.",
+)
+@_option(
+    "--ollama-num-ctx",
+    type=click.IntRange(1),
+    default=_DEFAULTS.ollama_num_ctx,
+    help="Ollama's context when a request sets no options.num_ctx (longer prompts are cut).",
+)
+@_option(
+    "--model-caps",
+    multiple=True,
+    metavar="MODEL:FIELD=VALUE[,FIELD=VALUE]",
+    help="Override a model's capabilities, e.g. qwen3-coder:30b:vision=true. Repeatable.",
+)
+@_option(
+    "--capabilities",
+    "capabilities_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSON or TOML file of model -> capability overrides (see docs/mock-upstream.md).",
+)
 @_option("--access-log/--no-access-log", default=False, help="Log every request (slow).")
 @_option(
     "--shutdown-timeout",
@@ -206,6 +275,17 @@ def build_config(ctx: click.Context, options: dict[str, Any]) -> MockConfig:
         per_model[model] = {**per_model.get(model, {}), **fields}
     if per_model:
         raw["model_config"] = per_model
+    capabilities: dict[str, dict[str, Any]] = {}
+    if options["capabilities_file"] is not None:
+        loaded = load_structured(options["capabilities_file"])
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{options['capabilities_file']}: expected model -> capabilities")
+        capabilities.update(loaded.get("capabilities", loaded))
+    for spec in options["model_caps"]:
+        model, fields = parse_caps_spec(spec)
+        capabilities[model] = {**capabilities.get(model, {}), **fields}
+    if capabilities:
+        raw["capabilities"] = capabilities
     config = update(config, raw, "options")
     path = options["responses"]
     if path is not None:

@@ -8,12 +8,16 @@ nothing here sleeps, parses a directive or allocates a new `Behaviour`.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from aiohttp import web
 
+from aiorch.mock.answers import Choice, Question, compose
+from aiorch.mock.capabilities import ModelCaps
+from aiorch.mock.conversation import Spec, Turn, key_text, prompt_tokens
 from aiorch.mock.settings import (
     DIRECTIVE_MARK,
     Behaviour,
@@ -23,7 +27,6 @@ from aiorch.mock.settings import (
     merge,
 )
 from aiorch.mock.state import RECENT_BODY_BYTES, MockState, Recent
-from aiorch.mock.text import Answer
 
 STATE = web.AppKey("aiorch_mock_state", MockState)
 
@@ -32,38 +35,57 @@ STATE = web.AppKey("aiorch_mock_state", MockState)
 class Job:
     state: MockState
     model: str
+    caps: ModelCaps
     behaviour: Behaviour
     fault: FaultName | None
-    prompt: str
+    turns: list[Turn]  # as sent, directive removed
+    history: list[Turn]  # without a trailing prefill
+    prefill: str | None
     last_user: str
     system: str
+    spec: Spec
     prompt_tokens: int
-    thinking: bool
-    max_tokens: int | None
     started: float  # time.perf_counter() when the request arrived
+    first_token_at: float = 0.0  # time.perf_counter() when the first token was due
 
-    def answer(self) -> Answer:
+    def digest(self) -> bytes:
+        text = key_text(self.history)
+        if self.behaviour.vary_by_model:
+            text = f"{self.model}\x1f{text}"
+        if self.spec.seed is not None:
+            text = f"{self.spec.seed}\x1e{text}"
+        # A digest, not the prompt, keys the answer cache: prompts can be megabytes long.
+        return hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+    def answer(self, id_style: str) -> tuple[Choice, ...]:
         b = self.behaviour
-        answer = self.state.generator.answer(
+        question = Question(
+            digest=self.digest(),
             model=self.model,
-            prompt=self.prompt,
+            turns=self.history,
             last_user=self.last_user,
             system=self.system,
+            spec=self.spec,
+            prefill=self.prefill,
             tokens=b.tokens,
             reasoning_tokens=b.reasoning_tokens,
-            thinking=self.thinking,
-            max_tokens=self.max_tokens,
+            id_style=id_style,
         )
+        choices = compose(question, self.state.generator)
         stats = self.state.stats
         stats.prompt_tokens += self.prompt_tokens
-        stats.completion_tokens += answer.completion_tokens
-        return answer
+        for choice in choices:
+            stats.completion_tokens += choice.completion_tokens
+        if self.prefill is not None:
+            stats.continuations += 1
+        return choices
 
     async def wait_first_token(self) -> None:
         b = self.behaviour
         ttft = b.slow_first_token_ms if self.fault == "slow_first_token" else b.ttft_ms
         if ttft or b.jitter_ms:
             await asyncio.sleep((ttft + self.state.jitter(b)) / 1000)
+        self.first_token_at = time.perf_counter()
 
     async def wait_generation(self, tokens: int) -> None:
         """The time the tokens after the first take to generate (non-streaming answers)."""
@@ -97,29 +119,27 @@ def prepare(
     state: MockState,
     request: web.Request,
     model: str,
-    messages: list[tuple[str, str]],
+    turns: list[Turn],
+    spec: Spec,
     *,
-    thinking: bool,
-    max_tokens: int | None,
+    prefill: str | None = None,
 ) -> Job:
-    """Resolve the behaviour for one request; raises `ConfigError` for a bad header or directive."""
+    """Resolve the behaviour for one request; raises `ConfigError` for a bad header or directive.
+    `prefill` is the trailing assistant text the dialect found to continue (the last turn)."""
     state.stats.by_model[model] += 1
-    last_user = ""
-    last_user_index = -1
-    for index in range(len(messages) - 1, -1, -1):
-        if messages[index][0] == "user":
-            last_user_index, last_user = index, messages[index][1]
+    last_user: Turn | None = None
+    for turn in reversed(turns):
+        if turn.role == "user":
+            last_user = turn
             break
     overrides: dict[str, str] = {}
-    if DIRECTIVE_MARK in last_user:
-        overrides, last_user = directives(last_user)
-        messages = list(messages)
-        messages[last_user_index] = ("user", last_user)
+    if last_user is not None and DIRECTIVE_MARK in last_user.text:
+        overrides, last_user.text = directives(last_user.text)
     headers = header_overrides(request.headers.items())
     overrides.update(headers)
 
     behaviour = state.behaviour_for(model)
-    prompt = "\n".join(f"{role}: {text}" for role, text in messages)
+    history = turns[:-1] if prefill is not None else turns
     prompt_key: int | None = None
     if overrides:
         if "fault" in overrides:
@@ -127,21 +147,25 @@ def prepare(
             # its fault_limit counts per prompt ("fail this prompt once, then answer").
             # The run's fault_rate, fault_limit and fault_models do not apply to it.
             overrides = {"fault_rate": "1", "fault_limit": "0", "fault_models": "", **overrides}
-            prompt_key = hash(prompt)
+            prompt_key = hash(key_text(history))
         where = "X-Mock-* header" if headers else "[[mock: ...]] directive"
         behaviour = merge(behaviour, overrides, where)
     fault = state.choose_fault(behaviour, model, prompt_key) if behaviour.fault else None
+    if behaviour.tool_calls:
+        spec.tool_calls_wanted = behaviour.tool_calls
     return Job(
         state=state,
         model=model,
+        caps=state.caps_for(model),
         behaviour=behaviour,
         fault=fault,
-        prompt=prompt,
-        last_user=last_user,
-        system="\n".join(text for role, text in messages if role == "system"),
-        prompt_tokens=sum(len(text.split()) for _, text in messages),
-        thinking=thinking,
-        max_tokens=max_tokens,
+        turns=turns,
+        history=history,
+        prefill=prefill,
+        last_user=last_user.text if last_user is not None else "",
+        system="\n".join(t.text for t in turns if t.role == "system"),
+        spec=spec,
+        prompt_tokens=prompt_tokens(turns),
         started=time.perf_counter(),
     )
 

@@ -10,12 +10,17 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import msgspec
 from aiohttp import web
 
+from aiorch.mock.checks import context_refusal, prefill_refusal
+from aiorch.mock.conversation import Refusal
 from aiorch.mock.settings import Behaviour, FaultName
+
+if TYPE_CHECKING:
+    from aiorch.mock.engine import Job
 
 Dialect = Literal["openai", "ollama"]
 
@@ -106,25 +111,81 @@ def gone() -> web.Response:
     return web.Response(status=499)
 
 
+def refusal_response(refusal: Refusal, dialect: Dialect) -> web.Response:
+    if dialect == "openai":
+        body = msgspec.json.encode(refusal.openai_body())
+    else:
+        body = msgspec.json.encode({"error": refusal.ollama})
+    return web.Response(status=refusal.status, body=body, content_type="application/json")
+
+
+def _request_fault(fault: FaultName, job: Job) -> Refusal | None:
+    """The faults that are the model's 400s: content policy, context length, prefill refused."""
+    note = f" (mock fault: {fault})"
+    if fault == "content_filter":
+        return Refusal(
+            400,
+            "The request was rejected because it was considered high risk" + note,
+            error_type="content_filter",
+            param="prompt",
+            code="content_filter",
+            ollama="the request was rejected because it was considered high risk" + note,
+        )
+    if fault == "context_length":
+        refusal = context_refusal(
+            job.caps.context_window, f"your messages resulted in {job.prompt_tokens} tokens"
+        )
+        refusal.message += note
+        refusal.ollama += note
+        return refusal
+    if fault == "prefill_refused" and job.prefill is not None:
+        refusal = prefill_refusal(job.model)
+        refusal.message += note
+        refusal.ollama += note
+        return refusal
+    return None
+
+
+def stream_error_body(dialect: Dialect) -> dict[str, object]:
+    message = "an error occurred while generating the response (mock fault: stream_error)"
+    if dialect == "openai":
+        return {"error": {"message": message, "type": "server_error", "code": None}}
+    return {"error": message}
+
+
 async def instead_of_answer(
-    fault: FaultName, dialect: Dialect, request: web.Request, behaviour: Behaviour
+    job: Job, dialect: Dialect, request: web.Request
 ) -> web.StreamResponse | None:
     """Act out a fault that replaces the answer; None for those that shape it (malformed, cut,
-    slow_first_token), which the dialects render."""
+    stall, stream errors, slow_first_token), which the dialects render."""
+    fault = job.fault
+    assert fault is not None
+    if fault == "down":
+        fault = job.behaviour.down_fault
+        if fault == "down":
+            fault = "http_503"
     if fault in ERROR_FAULTS:
-        return error_response(fault, dialect, behaviour)
+        response = error_response(fault, dialect, job.behaviour)
+        response.headers["X-Mock-Fault"] = job.fault or fault
+        return response
+    refusal = _request_fault(fault, job)
+    if refusal is not None:
+        response = refusal_response(refusal, dialect)
+        response.headers["X-Mock-Fault"] = fault
+        return response
     if fault == "reset":
         reset_connection(request)
         return gone()
     if fault == "hang":
-        return await hang(request, behaviour)
+        return await hang(request, job.behaviour)
     return None
 
 
 async def whole_body(
-    request: web.Request, fault: FaultName | None, body: bytes
+    request: web.Request, job: Job, body: bytes, dialect: Dialect
 ) -> web.StreamResponse:
-    """A complete JSON answer, or what the `malformed` and `cut` faults make of it."""
+    """A complete JSON answer, or what the faults that shape a stream make of a plain one."""
+    fault = job.fault
     if fault == "malformed":
         # Complete as far as HTTP goes; the JSON inside is cut short.
         truncated = web.Response(body=body[: len(body) // 2], content_type="application/json")
@@ -138,4 +199,10 @@ async def whole_body(
         await response.write(body[: len(body) // 2])
         drop_connection(request)
         return response
+    if fault == "stall":
+        await asyncio.sleep(job.behaviour.stall_ms / 1000)
+    if fault == "stream_error":
+        status = 500
+        error = msgspec.json.encode(stream_error_body(dialect))
+        return web.Response(status=status, body=error, content_type="application/json")
     return web.Response(body=body, content_type="application/json")

@@ -1,14 +1,17 @@
-"""Ollama's native API: `POST /api/chat` (NDJSON, streaming by default), tags, ps, version.
+"""Ollama's native chat: `POST /api/chat` (NDJSON, streaming by default).
 
 As in Ollama, timings are nanoseconds and arrive only on the final (`"done": true`) object, the
-thinking text is `message.thinking` (with `"think": true`), and a model has to be "loaded" before
-it answers: `cold_start_ms` makes the first call per model pay for that in `load_duration`.
+thinking text is `message.thinking`, tool calls are whole objects with `arguments` as a JSON
+object (one line, not deltas), tool results come back as role `tool` with `tool_name`, `format`
+takes "json" or a JSON schema, a trailing assistant message is continued, a model has to be
+"loaded" before it answers (`cold_start_ms`), and a prompt longer than the context (the server
+default unless `options.num_ctx` is set) is cut silently from the oldest messages. The model
+list and description endpoints are in `ollama_info`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
+import json
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -16,24 +19,54 @@ from typing import Annotated, Any, Literal
 import msgspec
 from aiohttp import web
 
-from aiorch.mock import faults
-from aiorch.mock.engine import STATE, Job, emit, prepare, record
+from aiorch.mock import checks, faults
+from aiorch.mock.answers import Choice
+from aiorch.mock.conversation import CallIn, Refusal, Spec, Tool, Turn, trailing_prefill
+from aiorch.mock.engine import STATE, Job, prepare, record
+from aiorch.mock.logprobs import entry
 from aiorch.mock.settings import ConfigError
-from aiorch.mock.text import Answer
+from aiorch.mock.streams import Events, play
 
 ENDPOINT = "/api/chat"
-VERSION = "0.12.6"
-KEEP_ALIVE_S = 300
+
+
+class _Function(msgspec.Struct):
+    name: str
+    arguments: dict[str, Any] = {}
+
+
+class _Call(msgspec.Struct):
+    function: _Function
+    id: str | None = None
 
 
 class _Message(msgspec.Struct):
     role: str
     content: str = ""
+    thinking: str | None = None
+    images: list[str] | None = None
+    tool_calls: list[_Call] | None = None
+    tool_name: str | None = None
+    tool_call_id: str | None = None
 
 
 class _Options(msgspec.Struct):
     num_predict: int | None = None  # <= 0: no limit, as in Ollama (-1 infinite, -2 fill)
     temperature: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    num_ctx: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    stop: list[str] | None = None
+    seed: int | None = None
+
+
+class _FunctionDef(msgspec.Struct):
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] | None = None
+
+
+class _Tool(msgspec.Struct):
+    function: _FunctionDef
+    type: str = "function"
 
 
 class ChatRequest(msgspec.Struct, kw_only=True):
@@ -43,19 +76,63 @@ class ChatRequest(msgspec.Struct, kw_only=True):
     think: bool | Literal["high", "medium", "low"] | None = None
     options: _Options | None = None
     keep_alive: str | float | None = None
-    format: Any = None
+    format: Literal["json", ""] | dict[str, Any] | None = None
+    tools: list[_Tool] | None = None
+    truncate: bool | None = None
+    logprobs: bool = False
+    top_logprobs: Annotated[int, msgspec.Meta(ge=0, le=20)] = 0
 
 
 _decode = msgspec.json.Decoder(ChatRequest).decode
 _encode = msgspec.json.encode
 
 
-def _now() -> str:
+def now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _ns(seconds: float) -> int:
     return max(1, int(seconds * 1e9))
+
+
+def _turn(message: _Message) -> Turn:
+    if not (message.tool_calls or message.images or message.thinking):
+        return Turn(message.role, message.content, (), message.tool_call_id, message.tool_name)
+    calls = tuple(
+        CallIn(c.id or "", c.function.name, json.dumps(c.function.arguments))
+        for c in message.tool_calls or ()
+    )
+    return Turn(
+        role=message.role,
+        text=message.content,
+        calls=calls,
+        call_id=message.tool_call_id,
+        name=message.tool_name,
+        reasoning=message.thinking,
+        images=len(message.images or ()),
+    )
+
+
+def _spec(body: ChatRequest, think: bool) -> Spec:
+    options = body.options or _Options()
+    num_predict = options.num_predict
+    spec = Spec(
+        thinking=think,
+        max_tokens=num_predict if num_predict is not None and num_predict > 0 else None,
+        stop=tuple(options.stop or ()),
+        seed=options.seed,
+        logprobs=body.logprobs,
+        top_logprobs=body.top_logprobs,
+    )
+    if body.tools:
+        spec.tools = tuple(
+            Tool(t.function.name, t.function.description, t.function.parameters) for t in body.tools
+        )
+    if body.format == "json":
+        spec.json_mode = True
+    elif isinstance(body.format, dict):
+        spec.schema = body.format
+    return spec
 
 
 async def chat(request: web.Request) -> web.StreamResponse:
@@ -70,21 +147,40 @@ async def chat(request: web.Request) -> web.StreamResponse:
         return faults.ollama_error(400, "model is required")
     if body.model not in state.models:
         return faults.ollama_error(404, f'model "{body.model}" not found, try pulling it first')
-    num_predict = body.options.num_predict if body.options is not None else None
+    caps = state.caps_for(body.model)
+    turns = [_turn(m) for m in body.messages or ()]
+    options = body.options or _Options()
     try:
-        job = prepare(
-            state,
-            request,
-            body.model,
-            [(m.role, m.content) for m in body.messages or ()],
-            thinking=body.think not in (None, False),
-            max_tokens=num_predict if num_predict is not None and num_predict > 0 else None,
+        think = checks.thinking(
+            caps, body.model, None if body.think is None else body.think is not False
+        )
+        spec = _spec(body, think)
+        prefill = trailing_prefill(turns, partial_flag=False)
+        job = prepare(state, request, body.model, turns, spec, prefill=prefill)
+        if prefill is not None:
+            checks.prefill(caps, body.model)
+        checks.request(caps, body.model, job.turns, spec, openai=False, used=job.prompt_tokens)
+        kept, dropped = checks.ollama_window(
+            caps,
+            job.history,
+            job.prompt_tokens,
+            options.num_ctx,
+            job.behaviour.ollama_num_ctx,
+            body.truncate is not False,
         )
     except ConfigError as error:
         return faults.ollama_error(400, str(error))
+    except Refusal as refusal:
+        state.stats.refusals[refusal.code or refusal.param or "invalid_request"] += 1
+        return faults.refusal_response(refusal, "ollama")
+    if dropped:
+        state.stats.truncated_prompts += 1
+        state.stats.truncated_tokens += dropped
+        job.history = kept
+        job.prompt_tokens -= dropped
     await job.wait_latency()
     if job.fault is not None:
-        instead = await faults.instead_of_answer(job.fault, "ollama", request, job.behaviour)
+        instead = await faults.instead_of_answer(job, "ollama", request)
         if instead is not None:
             return instead
     loaded_at = time.perf_counter()
@@ -94,35 +190,53 @@ async def chat(request: web.Request) -> web.StreamResponse:
         return _json(
             {**_head(job.model), "message": _message("", None), "done_reason": "load", "done": True}
         )
-    answer = job.answer()
+    try:
+        (choice,) = job.answer("ollama")
+    except Refusal as refusal:
+        return faults.refusal_response(refusal, "ollama")
     if body.stream:
-        return await _stream(request, job, answer, load_s, loaded_at + load_s)
-    return await _complete(request, job, answer, load_s, loaded_at + load_s)
+        return await _stream(request, job, choice, load_s, loaded_at + load_s)
+    return await _complete(request, job, choice, load_s, loaded_at + load_s)
 
 
 def _head(model: str) -> dict[str, Any]:
-    return {"model": model, "created_at": _now()}
+    return {"model": model, "created_at": now()}
 
 
-def _message(content: str, thinking: str | None) -> dict[str, str]:
-    message = {"role": "assistant", "content": content}
+def _message(content: str, thinking: str | None) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": content}
     if thinking is not None:
         message["thinking"] = thinking
     return message
 
 
+def _calls(choice: Choice) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": call.id,
+            "function": {
+                "index": call.index,
+                "name": call.name,
+                "arguments": json.loads(call.arguments),
+            },
+        }
+        for call in choice.calls
+    ]
+
+
 def _done(
-    job: Job, answer: Answer, load_s: float, ready: float, first_token: float
+    job: Job, choice: Choice, load_s: float, ready: float, first_token: float
 ) -> dict[str, Any]:
     end = time.perf_counter()
     return {
         "done": True,
-        "done_reason": answer.finish_reason,
+        # Ollama says "stop" after tool calls too; only a budget says "length".
+        "done_reason": "length" if choice.finish_reason == "length" else "stop",
         "total_duration": _ns(end - job.started),
         "load_duration": _ns(load_s),
         "prompt_eval_count": job.prompt_tokens,
         "prompt_eval_duration": _ns(first_token - ready),
-        "eval_count": answer.completion_tokens,
+        "eval_count": choice.completion_tokens,
         "eval_duration": _ns(end - first_token),
     }
 
@@ -132,111 +246,51 @@ def _json(value: dict[str, Any]) -> web.Response:
 
 
 async def _complete(
-    request: web.Request, job: Job, answer: Answer, load_s: float, ready: float
+    request: web.Request, job: Job, choice: Choice, load_s: float, ready: float
 ) -> web.StreamResponse:
     await job.wait_first_token()
     first_token = time.perf_counter()
-    await job.wait_generation(answer.completion_tokens)
-    thinking = answer.reasoning_text if job.thinking else None
-    body = _encode(
-        {
-            **_head(job.model),
-            "message": _message(answer.content_text, thinking),
-            **_done(job, answer, load_s, ready, first_token),
-        }
-    )
-    return await faults.whole_body(request, job.fault, body)
+    await job.wait_generation(choice.completion_tokens)
+    message = _message(choice.content_text, choice.reasoning_text if job.spec.thinking else None)
+    if choice.calls:
+        message["tool_calls"] = _calls(choice)
+    value: dict[str, Any] = {**_head(job.model), "message": message}
+    value.update(_done(job, choice, load_s, ready, first_token))
+    if job.spec.logprobs:
+        value["logprobs"] = [
+            entry(p, i, job.spec.top_logprobs) for i, p in enumerate(choice.content)
+        ]
+    return await faults.whole_body(request, job, _encode(value), "ollama")
 
 
 async def _stream(
-    request: web.Request, job: Job, answer: Answer, load_s: float, ready: float
+    request: web.Request, job: Job, choice: Choice, load_s: float, ready: float
 ) -> web.StreamResponse:
     head = _encode(_head(job.model))[:-1] + b',"message":{"role":"assistant","content":'
-    thinking = [
-        head + b'"","thinking":' + _encode(p) + b'},"done":false}\n' for p in answer.reasoning
-    ]
-    lines = thinking + [head + _encode(p) + b'},"done":false}\n' for p in answer.content]
-
-    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-    if job.fault is not None:
-        response.headers["X-Mock-Fault"] = job.fault
-    await response.prepare(request)
-    await job.wait_first_token()
-    first_token = time.perf_counter()
-    if job.fault == "malformed":
-        await response.write(b"".join(lines[:1]) + head + b'"oops"},"done":fal\n')
-    elif job.fault == "cut":
-        await emit(response, lines[: job.behaviour.cut_after], job.token_interval_s)
-        faults.drop_connection(request)
-        return response
+    lines = [head + b'"","thinking":' + _encode(p) + b'},"done":false}\n' for p in choice.reasoning]
+    if job.spec.logprobs:
+        top = job.spec.top_logprobs
+        lines += [
+            head + _encode(p) + b'},"done":false,"logprobs":[' + _encode(entry(p, i, top)) + b"]}\n"
+            for i, p in enumerate(choice.content)
+        ]
     else:
-        await emit(response, lines, job.token_interval_s)
-    final = {
-        **_head(job.model),
-        "message": _message("", None),
-        **_done(job, answer, load_s, ready, first_token),
-    }
-    await response.write(_encode(final) + b"\n")
-    await response.write_eof()
-    return response
+        lines += [head + _encode(p) + b'},"done":false}\n' for p in choice.content]
+    if choice.calls:
+        lines.append(head + b'"","tool_calls":' + _encode(_calls(choice)) + b'},"done":false}\n')
 
+    def closing() -> bytes:
+        final = {**_head(job.model), "message": _message("", None)}
+        final.update(_done(job, choice, load_s, ready, job.first_token_at))
+        return _encode(final) + b"\n"
 
-def _details(model: str) -> dict[str, Any]:
-    family = re.split(r"[^a-z]+", model.lower())[0] or "unknown"
-    size = re.search(r"(\d+(?:\.\d+)?)b\b", model.lower())
-    return {
-        "parent_model": "",
-        "format": "gguf",
-        "family": family,
-        "families": [family],
-        "parameter_size": f"{size.group(1).upper()}B" if size else "unknown",
-        "quantization_level": "Q4_K_M",
-    }
-
-
-def _describe(model: str) -> dict[str, Any]:
-    digest = hashlib.sha256(model.encode()).hexdigest()
-    return {
-        "name": model,
-        "model": model,
-        "size": 1_000_000_000 + int(digest[:8], 16) % 8_000_000_000,
-        "digest": digest,
-        "details": _details(model),
-    }
-
-
-def _rfc3339(wall: float) -> str:
-    return datetime.fromtimestamp(wall, UTC).isoformat().replace("+00:00", "Z")
-
-
-async def tags(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    record(state, request, "/api/tags", b"")
-    modified = _rfc3339(state.started)
-    models = [{**_describe(m), "modified_at": modified} for m in state.config.served_models()]
-    return _json({"models": models})
-
-
-async def ps(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    record(state, request, "/api/ps", b"")
-    models = []
-    for model, loaded_at in state.loaded.items():
-        described = _describe(model)
-        models.append(
-            {
-                **described,
-                "expires_at": _rfc3339(loaded_at + KEEP_ALIVE_S),
-                "size_vram": described["size"],
-                "context_length": 4096,
-            }
-        )
-    return _json({"models": models})
-
-
-async def version(request: web.Request) -> web.Response:
-    return _json({"version": VERSION})
-
-
-async def root(request: web.Request) -> web.Response:
-    return web.Response(text="Ollama is running")
+    events = Events(
+        opening=b"",
+        tokens=lines,
+        closing=closing,
+        malformed=head + b'"oops"},"done":fal\n',
+        error=_encode(faults.stream_error_body("ollama")) + b"\n",
+    )
+    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    legacy = b"".join(lines[:1]) + events.malformed
+    return await play(request, response, job, events, legacy_malformed=legacy)

@@ -18,6 +18,8 @@ from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 
+from aiorch.mock.capabilities import DEFAULT_CAPS, CapsError, fallback_caps, merge_caps
+
 FaultName = Literal[
     "http_500",
     "http_502",
@@ -30,8 +32,28 @@ FaultName = Literal[
     "malformed",
     "cut",
     "slow_first_token",
+    "stall",
+    "malformed_event",
+    "stream_error",
+    "prefill_refused",
+    "content_filter",
+    "context_length",
+    "down",
 ]
 FAULT_NAMES: tuple[str, ...] = get_args(FaultName)
+# The faults made for the failover scenarios (issue 16): request errors that no retry can fix,
+# streams that break after their first byte, and a model that comes back.
+FAILOVER_FAULTS: frozenset[str] = frozenset(
+    {
+        "stall",
+        "malformed_event",
+        "stream_error",
+        "prefill_refused",
+        "content_filter",
+        "context_length",
+        "down",
+    }
+)
 
 _Ms = Annotated[float, msgspec.Meta(ge=0, le=3_600_000)]
 _Count = Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]
@@ -55,12 +77,23 @@ class Behaviour(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     retry_after_s: _Count = 1
     cut_after: _Count = 5  # chunks sent before a `cut` drops the connection
     cold_start_ms: _Ms = 0.0  # first call per model (until /_mock/reset)
+    stall_after: _Count = 5  # token events a `stall` stream sends before going silent
+    stall_ms: _Ms = 30_000.0  # how long it stays silent (then the stream goes on)
+    malformed_at: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 3  # the bad event's place
+    stream_error_after: _Count = 5  # token events before a `stream_error` event
+    down_s: Annotated[float, msgspec.Meta(ge=0, le=86_400)] = 60.0  # `down` lasts this long
+    down_from: Literal["first_request", "config"] = "first_request"
+    down_fault: FaultName = "http_503"  # what a `down` model does while down
+    tool_calls: _Count = 0  # tool calls per turn when tools are offered (0: as the prompt says)
+    vary_by_model: bool = False  # answers depend on the model id too (else on the conversation)
+    ollama_num_ctx: Annotated[int, msgspec.Meta(ge=1)] = 4096  # Ollama's default context
 
 
 BEHAVIOUR_FIELDS: frozenset[str] = frozenset(Behaviour.__struct_fields__)
 DEFAULT_MODELS: tuple[str, ...] = (
     "kimi-k2-thinking",
     "kimi-k2.6",
+    "kimi-k3",
     "moonshot-v1-8k",
     "kimi-k2-thinking:cloud",
     "qwen2.5-coder:7b",
@@ -84,6 +117,7 @@ class MockConfig(msgspec.Struct, frozen=True, kw_only=True):
     responses: tuple[Rule, ...] = ()
     api_key: str | None = None
     seed: int = 0
+    capabilities: dict[str, dict[str, Any]] = {}  # model -> validated partial ModelCaps
 
     def served_models(self) -> tuple[str, ...]:
         extra = tuple(m for m in self.model_config if m not in self.models)
@@ -98,6 +132,7 @@ class MockConfig(msgspec.Struct, frozen=True, kw_only=True):
             "responses": [msgspec.structs.asdict(r) for r in self.responses],
             "api_key": None if self.api_key is None else "***",
             "seed": self.seed,
+            "capabilities": self.capabilities,
         }
 
 
@@ -267,6 +302,8 @@ def update(config: MockConfig, raw: Mapping[str, Any], where: str) -> MockConfig
             if value is not None and not (isinstance(value, str) and value):
                 raise ConfigError(f"{where}: api_key must be a non-empty string or null")
             changes["api_key"] = value
+        elif name == "capabilities":
+            changes["capabilities"] = _capabilities(config.capabilities, value, where)
         elif name == "seed":
             if not isinstance(value, int) or isinstance(value, bool):
                 raise ConfigError(f"{where}: seed must be an integer")
@@ -274,3 +311,45 @@ def update(config: MockConfig, raw: Mapping[str, Any], where: str) -> MockConfig
         else:
             raise ConfigError(f"{where}: unknown field {key!r}")
     return msgspec.structs.replace(config, **changes)
+
+
+def _capabilities(
+    current: Mapping[str, dict[str, Any]], value: Any, where: str
+) -> dict[str, dict[str, Any]]:
+    """Per-model capability overrides merged into `current` (null removes a model's)."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: capabilities must be an object of model -> fields")
+    merged = dict(current)
+    for model, fields in value.items():
+        if fields is None:
+            merged.pop(model, None)
+            continue
+        if not isinstance(fields, Mapping):
+            raise ConfigError(f"{where}: capabilities.{model} must be an object or null")
+        base = DEFAULT_CAPS.get(model) or fallback_caps(model)
+        try:
+            merge_caps(base, fields, f"{where}: capabilities.{model}")
+        except CapsError as error:
+            raise ConfigError(str(error)) from None
+        merged[model] = {**merged.get(model, {}), **fields}
+    return merged
+
+
+def parse_caps_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """`MODEL:field=value,field=value` -> (model, capability overrides)."""
+    match = re.match(r"^(?P<model>.+?):(?P<fields>[\w-]+\s*=.*)$", spec.strip())
+    if match is None:
+        raise ConfigError(f"--model-caps {spec!r}: expected MODEL:field=value[,field=value]")
+    pairs = parse_pairs(match["fields"], f"--model-caps {match['model']}")
+    fields: dict[str, Any] = {}
+    for key, value in pairs.items():
+        fields[key] = _loose(value)
+    return match["model"], fields
+
+
+def _loose(value: str) -> Any:
+    """A command-line value as JSON when it is JSON (numbers, booleans, objects), else text."""
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value

@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from aiorch.mock.capabilities import ModelCaps, fallback_caps, resolve
 from aiorch.mock.settings import Behaviour, FaultName, MockConfig, merge
 from aiorch.mock.text import Generator
 
@@ -36,6 +37,10 @@ class Stats:
     by_status: Counter[str] = field(default_factory=Counter)
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    refusals: Counter[str] = field(default_factory=Counter)  # 4xx the model rules gave, by why
+    truncated_prompts: int = 0  # Ollama prompts cut silently to fit the context
+    truncated_tokens: int = 0
+    continuations: int = 0  # answers that continued an assistant prefill
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -47,6 +52,9 @@ class Stats:
             "by_fault": dict(self.by_fault),
             "by_status": dict(self.by_status),
             "tokens": {"prompt": self.prompt_tokens, "completion": self.completion_tokens},
+            "refusals": dict(self.refusals),
+            "truncated": {"prompts": self.truncated_prompts, "tokens": self.truncated_tokens},
+            "continuations": self.continuations,
         }
 
 
@@ -97,7 +105,9 @@ class MockState:
             for model, fields in config.model_config.items()
         }
         self.models = frozenset(config.served_models())
+        self.caps: dict[str, ModelCaps] = resolve(config.served_models(), config.capabilities)
         self.generator = Generator(config.responses)
+        self.config_at = time.monotonic()  # `down_from: config` windows start here
         self.rng = random.Random(config.seed)
         self.fault_counts: Counter[tuple[str, int | None]] = Counter()
 
@@ -107,6 +117,7 @@ class MockState:
         self.fault_counts.clear()
         self.rng = random.Random(self.config.seed)
         self.loaded: dict[str, float] = {}  # model -> wall time it finished loading
+        self.down_since: dict[str, float] = {}  # model -> when its `down` window opened
         self._loading: dict[str, asyncio.Task[None]] = {}
         self._generation += 1
 
@@ -115,6 +126,20 @@ class MockState:
 
     def behaviour_for(self, model: str) -> Behaviour:
         return self.per_model.get(model, self.behaviour)
+
+    def caps_for(self, model: str) -> ModelCaps:
+        found = self.caps.get(model)
+        return found if found is not None else fallback_caps(model)
+
+    def still_down(self, behaviour: Behaviour, model: str) -> bool:
+        """Whether `model` is inside its `down` window (opened by its first such request, or by
+        the last config change with `down_from: config`)."""
+        now = time.monotonic()
+        if behaviour.down_from == "config":
+            start = self.config_at
+        else:
+            start = self.down_since.setdefault(model, now)
+        return now - start < behaviour.down_s
 
     def choose_fault(
         self, behaviour: Behaviour, model: str, prompt_key: int | None
@@ -131,6 +156,8 @@ class MockState:
             return None
         faults = behaviour.fault
         fault = faults[0] if len(faults) == 1 else self.rng.choice(faults)
+        if fault == "down" and not self.still_down(behaviour, model):
+            return None
         self.fault_counts[key] += 1
         self.stats.by_fault[fault] += 1
         return fault

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 from aiorch.mock.settings import Rule
+from aiorch.mock.shapes import shaped
 
 # fmt: off
 _WORDS = (
@@ -42,7 +43,7 @@ _CACHE_ENTRIES = 4096
 _CACHE_MAX_TOKENS = 4096  # longer answers are regenerated: cheap next to sending them
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Answer:
     reasoning: tuple[str, ...]  # pieces
     content: tuple[str, ...]
@@ -121,6 +122,26 @@ class _Script:
     reasoning: tuple[str, ...]
 
 
+def budget(reasoning: tuple[str, ...], content: tuple[str, ...], max_tokens: int | None) -> Answer:
+    """Kimi-style: thinking and answer share the budget, thinking comes first."""
+    if max_tokens is None or len(reasoning) + len(content) <= max_tokens:
+        return Answer(reasoning, content, "stop")
+    kept_reasoning = _end(list(reasoning[:max_tokens]))
+    kept_content = _end(list(content[: max_tokens - len(kept_reasoning)]))
+    return Answer(kept_reasoning, kept_content, "length")
+
+
+def reasoning_words(digest: bytes, count: int) -> tuple[str, ...]:
+    return _words(b"r" + digest, count, False, _REASONING_WORDS)
+
+
+def plain_words(digest: bytes, count: int) -> tuple[str, ...]:
+    return _words(digest, count, False, _WORDS)
+
+
+Parts = tuple[tuple[str, ...], tuple[str, ...]]  # (reasoning pieces, content pieces)
+
+
 class Generator:
     """Answers for prompts, with a bounded cache so repeated prompts cost a dict lookup."""
 
@@ -134,23 +155,23 @@ class Generator:
             )
             for r in rules
         ]
-        self._cache: dict[tuple[bytes, int, int], tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        self._cache: dict[tuple[bytes, str, int, int], Parts] = {}
 
-    def answer(
+    def parts(
         self,
         *,
+        digest: bytes,
         model: str,
-        prompt: str,
         last_user: str,
         system: str,
         tokens: int,
         reasoning_tokens: int,
         thinking: bool,
-        max_tokens: int | None,
-    ) -> Answer:
-        # A digest, not the prompt, keys the cache: prompts can be megabytes long.
-        digest = hashlib.blake2b(f"{model}\x1f{prompt}".encode(), digest_size=16).digest()
-        key = (digest, tokens, reasoning_tokens if thinking else -1)
+    ) -> Parts:
+        """The whole answer (before any budget): a scripted rule's, an agent-shaped one (see
+        `shapes`), or plausible words; keyed by `digest`, a hash of the conversation."""
+        # The model is in the key only for the rules that name one.
+        key = (digest, model if self._scripts else "", tokens, reasoning_tokens if thinking else -1)
         found = self._cache.get(key)
         if found is None:
             found = self._make(digest, model, last_user, system, tokens, reasoning_tokens, thinking)
@@ -158,13 +179,15 @@ class Generator:
                 self._cache.clear()  # cheap and bounded; load tests rarely reuse old prompts
             if len(found[0]) + len(found[1]) <= _CACHE_MAX_TOKENS:
                 self._cache[key] = found
-        reasoning, content = found
-        if max_tokens is None or len(reasoning) + len(content) <= max_tokens:
-            return Answer(reasoning, content, "stop")
-        # Kimi-style: thinking and answer share the budget, thinking comes first.
-        kept_reasoning = _end(list(reasoning[:max_tokens]))
-        kept_content = _end(list(content[: max_tokens - len(kept_reasoning)]))
-        return Answer(kept_reasoning, kept_content, "length")
+        return found
+
+    def script(self, model: str, last_user: str, system: str) -> _Script | None:
+        for script in self._scripts:
+            if script.model is not None and script.model.search(model) is None:
+                continue
+            if script.match.search(last_user) or script.match.search(system):
+                return script
+        return None
 
     def _make(
         self,
@@ -175,19 +198,18 @@ class Generator:
         tokens: int,
         reasoning_tokens: int,
         thinking: bool,
-    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    ) -> Parts:
         reasoning: tuple[str, ...] = ()
-        for script in self._scripts:
-            if script.model is not None and script.model.search(model) is None:
-                continue
-            if script.match.search(last_user) or script.match.search(system):
-                if thinking:
-                    reasoning = script.reasoning or _words(
-                        b"r" + digest, reasoning_tokens, False, _REASONING_WORDS
-                    )
-                return reasoning, script.content
+        script = self.script(model, last_user, system)
+        if script is not None:
+            if thinking:
+                reasoning = script.reasoning or reasoning_words(digest, reasoning_tokens)
+            return reasoning, script.content
+        if thinking:
+            reasoning = reasoning_words(digest, reasoning_tokens)
+        text = shaped(last_user, system, digest)
+        if text is not None:
+            return reasoning, pieces(text)
         lowered = last_user.lower()
         code = any(hint in lowered for hint in _CODE_HINTS)
-        if thinking:
-            reasoning = _words(b"r" + digest, reasoning_tokens, False, _REASONING_WORDS)
         return reasoning, _words(digest, tokens, code, _WORDS)
