@@ -28,6 +28,7 @@ KEYS = {
     "beta": "sk-client-beta-c4d817",
     "limited": "sk-client-limited-9e5d33",
     "other": "sk-client-other-2a6b40",
+    "unicode": "sk-cl\u00e9-\u043a\u043b\u044e\u0447-7d3e",  # configured and sent as UTF-8
 }
 METRICS_TOKEN = "metrics-token-5c1f0e"
 PER_MINUTE = 30  # one token every two seconds: the tests never wait for a refill
@@ -43,7 +44,9 @@ def mock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mock]:
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory, mock: Mock) -> Iterator[Running]:
-    toml = f"[server]\nrate_limit_burst = {BURST}\n"
+    # The 401 tests below send many wrong keys from one address: failures are limited per
+    # address (tested in test_security_clients.py), here set out of their reach.
+    toml = f"[server]\nrate_limit_burst = {BURST}\nauth_failure_burst = 10000\n"
     with aiorch_service(
         tmp_path_factory.mktemp("security"),
         mock,
@@ -105,7 +108,7 @@ def test_without_a_valid_key_the_api_answers_401(
         response = client.request(method, path, headers=headers, json={"query": "hi"})
     assert response.status_code == 401
     error = response.json()["error"]
-    assert error["type"] == "authentication"
+    assert error["code"] == "authentication"
     assert "key" in error["message"]
 
 
@@ -116,6 +119,25 @@ def test_a_valid_key_is_accepted_in_either_header(service: Running) -> None:
         # Liveness and readiness stay open: load balancers do not carry keys.
         assert client.get("/healthz").status_code == 200
         assert client.get("/readyz").status_code == 200
+
+
+def test_a_non_ascii_key_is_compared_as_utf8(service: Running) -> None:
+    key = KEYS["unicode"].encode()
+    with service.client() as client:
+        bearer_ok = client.get("/v1/models", headers={"Authorization": b"Bearer " + key})
+        header_ok = client.get("/v1/models", headers={"X-API-Key": key})
+        # The same characters as latin-1 bytes are another key; bytes that are not UTF-8 at all
+        # are no key either: a 401, never a 500.
+        latin1 = client.get(
+            "/v1/models",
+            headers={"Authorization": b"Bearer " + KEYS["unicode"][:6].encode("latin-1")},
+        )
+        garbage = client.get("/v1/models", headers={"Authorization": b"Bearer sk-\xff\xfe"})
+    assert bearer_ok.status_code == 200
+    assert header_ok.status_code == 200
+    assert latin1.status_code == 401
+    assert garbage.status_code == 401
+    assert garbage.json()["error"]["code"] == "authentication"
 
 
 def test_metrics_need_the_metrics_token(service: Running) -> None:
@@ -160,7 +182,7 @@ def test_a_key_over_its_rate_is_refused_with_retry_after(service: Running) -> No
     retry_after = int(refused.headers["Retry-After"])
     assert 1 <= retry_after <= 60 / PER_MINUTE + 1
     error = refused.json()["error"]
-    assert error["type"] == "rate_limited"
+    assert error["code"] == "rate_limited"
     assert "rate limit" in error["message"]
     assert _metric(service, "aiorch_rate_limited_total", metrics) == before + 3
     # Another key has its own bucket; the limited key's 401-free neighbours are unaffected.
@@ -251,3 +273,112 @@ def test_prompt_logging_is_opt_in(tmp_path_factory: pytest.TempPathFactory, mock
         log = running.server.output()
     assert prompt in log
     assert UPSTREAM_KEY not in log
+
+
+# ---------------------------------------------------------------------------- the cache key
+
+
+def _snippets(marker: str) -> tuple[str, str]:
+    """Two Python programs that differ only in indentation, and do different things."""
+    nested = f"# {marker}\nfor x in xs:\n    if x:\n        f(x)\n    g(x)\n"
+    flat = f"# {marker}\nfor x in xs:\n    if x:\n        f(x)\ng(x)\n"
+    return f"Review this code:\n{nested}", f"Review this code:\n{flat}"
+
+
+def test_code_differing_only_in_indentation_is_not_served_from_one_entry(
+    service: Running, mock: Mock
+) -> None:
+    marker = unique("indentation-cache")
+    nested, flat = _snippets(marker)
+
+    first = ask(service, nested, "alpha")
+    second = ask(service, flat, "alpha")
+    # What cannot change meaning is still one entry: line endings, surrounding whitespace.
+    again = ask(service, "\r\n  " + nested.replace("\n", "\r\n") + "  \n", "alpha")
+
+    assert [r.status_code for r in (first, second, again)] == [200, 200, 200]
+    assert second.json()["cached"] is False
+    assert again.json()["cached"] is True
+    assert len(mock.requests_mentioning(marker)) == 2
+
+
+def test_code_differing_only_in_indentation_is_not_coalesced(service: Running, mock: Mock) -> None:
+    marker = unique("indentation-coalesce")
+    texts = [f"{text} {directive(latency_ms=800)}" for text in _snippets(marker)]
+
+    async def both() -> list[int]:
+        async with httpx.AsyncClient(base_url=service.url, timeout=30) as client:
+            responses = await asyncio.gather(
+                *(
+                    client.post(
+                        "/api/ai/query",
+                        json={"query": text, "query_type": "code"},
+                        headers=bearer("beta"),
+                    )
+                    for text in texts
+                )
+            )
+        return [r.status_code for r in responses]
+
+    assert asyncio.run(both()) == [200, 200]
+    assert len(mock.requests_mentioning(marker)) == 2
+
+
+# ---------------------------------------------------------------------------- redirects
+
+
+@pytest.mark.parametrize("path", ["/metrics/", "/healthz/", "/v1/models/", "/api/ai/query/"])
+def test_no_redirect_is_built_from_the_host_header(service: Running, path: str) -> None:
+    with service.client(follow_redirects=False) as client:
+        response = client.get(path, headers={"Host": "evil.example", **bearer("auth")})
+    assert "location" not in response.headers
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+# ---------------------------------------------------------------------------- readiness
+
+PUBLIC_FIELDS = {"service", "kind", "ready"}
+
+
+def test_readyz_details_only_for_a_key_or_the_metrics_token(service: Running) -> None:
+    with service.client() as client:
+        anonymous = client.get("/readyz")
+        with_key = client.get("/readyz", headers=bearer("auth"))
+        with_token = client.get("/readyz", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+        wrong = client.get("/readyz", headers={"Authorization": "Bearer sk-not-a-key"})
+
+    assert anonymous.status_code == 200
+    body = anonymous.json()
+    assert body["status"] == "ready"
+    assert {b["service"]: b["ready"] for b in body["backends"]} == {"kimi": True, "qwen": True}
+    assert all(set(b) == PUBLIC_FIELDS for b in body["backends"])
+    assert "127.0.0.1" not in anonymous.text
+    for detailed in (with_key, with_token):
+        assert detailed.status_code == 200
+        backends = detailed.json()["backends"]
+        assert all(b["url"].startswith("http://127.0.0.1:") for b in backends)
+        assert all(b["detail"] == "ok" and b["model"] for b in backends)
+    assert wrong.status_code == 401  # a wrong credential is a failed authentication here too
+    assert wrong.json()["error"]["code"] == "authentication"
+
+
+def _probes(mock: Mock) -> int:
+    """Readiness probes the mock has seen: Qwen (Ollama) asks /api/tags once per probe."""
+    return sum(1 for r in mock.requests() if r["endpoint"] == "/api/tags")
+
+
+def test_readyz_is_cached_and_probes_once_for_many_callers(service: Running, mock: Mock) -> None:
+    before = _probes(mock)
+
+    async def many() -> list[int]:
+        async with httpx.AsyncClient(base_url=service.url, timeout=30) as client:
+            burst = await asyncio.gather(*(client.get("/readyz") for _ in range(20)))
+            sequential = [await client.get("/readyz") for _ in range(20)]
+        return [r.status_code for r in (*burst, *sequential)]
+
+    assert asyncio.run(many()) == [200] * 40
+    probes = _probes(mock) - before
+    print(f"40 /readyz calls made {probes} upstream probe round(s)")
+    # One round, or two if the cache (5 s) expired in between: never one per call.
+    assert probes <= 2
