@@ -331,6 +331,61 @@ def latency_panels(y: int) -> list[Panel]:
     ]
 
 
+# Mean seconds each phase adds to one request: phase sums over the number of requests (the
+# `total` phase's count), so that stacked they add up to the mean total (aiorch_phases.yml).
+PHASE_MEANS = (
+    f'sum by (phase) (rate(aiorch_phase_duration_seconds_sum{{phase!="total"}}[{RI}]))\n'
+    "  / on () group_left ()\n"
+    f'(sum(rate(aiorch_phase_duration_seconds_count{{phase="total"}}[{RI}])) > 0)'
+)
+
+
+def phase_panels(y: int) -> list[Panel]:
+    stacked = {
+        "drawStyle": "line",
+        "lineWidth": 1,
+        "fillOpacity": 60,
+        "showPoints": "never",
+        "stacking": {"mode": "normal", "group": "A"},
+    }
+    return [
+        row(106, "Where the time goes", y),
+        timeseries(
+            24,
+            "Request Phases",
+            "Mean seconds each phase adds to one request, stacked to the mean total (the "
+            "Server-Timing header's phases): queue (waiting before the handler), parse, "
+            "classify, cache and gateway are aiorch's own; connect, first_byte and stream are "
+            "the upstream's. The AiorchGatewaySlow alert watches aiorch's share.",
+            [target(PHASE_MEANS, "{{phase}}", "A")],
+            (0, y + 1, 12, 9),
+            unit="s",
+            defaults={"custom": stacked},
+        ),
+        timeseries(
+            25,
+            "Phase p95",
+            "p95 of aiorch_phase_duration_seconds per phase, over the requests that went "
+            "through it: a phase only some requests have (connect, classify) shows its own "
+            "tail here, its cost per request on the left.",
+            quantiles("aiorch_phase_duration_seconds", "phase", (0.95,), legend="{{phase}}"),
+            (12, y + 1, 12, 9),
+            unit="s",
+        ),
+        timeseries(
+            26,
+            "Backend Call Duration",
+            "p50 and p95 of ai_backend_call_duration_seconds per configured service (kimi, qwen "
+            "and any other): upstream call latency, request to last byte, retries included.",
+            quantiles(
+                "ai_backend_call_duration_seconds", "service", (0.5, 0.95), legend="{{service}}"
+            ),
+            (0, y + 10, 24, 8),
+            unit="s",
+        ),
+    ]
+
+
 def cost_panels(y: int) -> list[Panel]:
     return [
         row(103, "Tokens and cost", y),
@@ -532,6 +587,7 @@ def dashboard() -> dict[str, Any]:
         guide_panels,
         traffic_panels,
         latency_panels,
+        phase_panels,
         cost_panels,
         reliability_panels,
         slo_panels,

@@ -217,6 +217,84 @@ def test_window_sees_only_traffic_between_its_scrapes(aiorch: Aiorch) -> None:
     assert "No Qwen calls in the last" in qwen.summary  # the six before the window are not in it
 
 
+# Which phase grew
+
+
+def test_a_slow_first_byte_is_named_with_its_service(aiorch: Aiorch) -> None:
+    t = tag()
+    aiorch.ask_all([(f"why fast {i} {t}", "reasoning") for i in range(4)], use_cache=False)
+
+    def slow_first_bytes(seconds: float) -> None:  # the mock waits before its headers
+        aiorch.ask_all([(f"why {i} {t} {SLOW_KIMI}", "reasoning") for i in range(4)])
+
+    observation = sources.observe(aiorch.url, interval=0.1, wait=slow_first_bytes)
+    assert observation.baseline is not None  # the four fast queries before the window
+    report = diagnose(observation)
+    [phases] = [f for f in report.findings if f.check == "phases"]
+    print("\n" + phases.summary)
+    assert (phases.evidence["phase"], phases.evidence["service"]) == ("first_byte", "kimi")
+    assert "Kimi's first token is slow (first_byte)" in phases.summary
+    per_request = phases.evidence["seconds_per_request"]
+    assert isinstance(per_request, dict)
+    first_byte = per_request["first_byte"]
+    assert isinstance(first_byte, float)
+    assert first_byte >= 0.5
+
+
+# A busy event loop: 16 requests at once, each with 12,000 messages (under the 100,000-character
+# limit), on the single worker, which decodes, keys and translates each while the others wait.
+# Their wait shows before the handler (`queue`: received by the server -> the handler started),
+# and in whatever else awaits the loop (`parse` reading the bodies, `gateway`).
+MANY_MESSAGES = [{"role": "user", "content": f"m{i % 100:02d}"} for i in range(12_000)]
+HEAVY = 16
+
+
+def test_a_busy_event_loop_is_named_as_the_gateways_own_queue(aiorch: Aiorch) -> None:
+    t = tag()
+    aiorch.ask_all([(f"code {i} {t}", "code") for i in range(4)], use_cache=False)
+    bodies = [
+        json.dumps(
+            {"model": "qwen", "messages": [*MANY_MESSAGES, {"role": "user", "content": f"{t} {i}"}]}
+        ).encode()
+        for i in range(HEAVY)
+    ]
+
+    def post(body: bytes) -> int:
+        request = urllib.request.Request(
+            f"{aiorch.url}/v1/chat/completions",
+            data=body,
+            headers={"content-type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as error:
+            with error:
+                return error.code
+
+    def busy_loop(seconds: float) -> None:
+        with ThreadPoolExecutor(len(bodies)) as pool:
+            assert list(pool.map(post, bodies)) == [200] * HEAVY
+
+    report = diagnose(sources.observe(aiorch.url, interval=0.1, wait=busy_loop))
+    [phases] = [f for f in report.findings if f.check == "phases"]
+    print("\n" + phases.summary, phases.evidence["seconds_per_request"])
+    top = report.top
+    assert top is not None
+    assert (top.check, top.severity) == ("phases", Severity.WARNING)
+    assert top.summary.startswith("The gateway itself adds ")
+    assert top.evidence["owner"] == "gateway"
+    # Reading the bodies and aiorch's other work wait for the loop too; the wait before the
+    # handler is among what grew, by name.
+    named = top.evidence["phases"]
+    assert isinstance(named, list)
+    assert "queue" in named
+    assert "waiting before the handler (queue)" in top.summary
+    own = top.evidence["gateway_seconds_per_request"]
+    assert isinstance(own, float)
+    assert own > Thresholds().gateway_seconds
+
+
 # Endpoints down
 
 

@@ -41,6 +41,9 @@ REQUIRED_TITLES = [
     "Orchestrator Overhead",
     "HTTP Requests by Route and Status",
     "SLO Error Budget Left",
+    "Request Phases",
+    "Phase p95",
+    "Backend Call Duration",
 ]
 
 # Metric -> the panel that must show it.
@@ -61,6 +64,9 @@ REQUIRED_METRICS = {
     "aiorch_http_requests_total": "HTTP Requests by Route and Status",
     "slo:kimi_latency:error_budget_remaining": "SLO Error Budget Left",
     "slo:qwen_latency:error_budget_remaining": "SLO Error Budget Left",
+    "aiorch_phase_duration_seconds_sum": "Request Phases",
+    "aiorch_phase_duration_seconds_bucket": "Phase p95",
+    "ai_backend_call_duration_seconds_bucket": "Backend Call Duration",
 }
 
 GUIDE_CACHE_HIT_RATE = (

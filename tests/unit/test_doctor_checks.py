@@ -21,7 +21,7 @@ from aiorch.doctor.exposition import between, expected_families, missing_familie
 from aiorch.doctor.observation import decode_readiness
 from aiorch.doctor.render import render, to_json
 from aiorch.monitoring.prometheus_metrics import Metrics
-from aiorch.types import Mode, Service, Usage
+from aiorch.types import Mode, Usage
 
 DATA = Path(__file__).parent / "data" / "doctor"
 EXPECTED = len(expected_families())
@@ -241,13 +241,13 @@ def test_no_ready_backend_is_critical() -> None:
 
 def registry_text(build: str) -> str:
     metrics = Metrics(CollectorRegistry())
-    for service in Service:
+    for service in ("kimi", "qwen"):
         metrics.set_breaker_state(service, "closed")
     if build == "failing_users":
         for _ in range(10):
             metrics.ai_queries.labels("direct", "error", "kimi-k2-thinking").inc()
-            metrics.record_backend_error(
-                Service.KIMI, "kimi-k2-thinking", Mode.THINKING, 0.1, "authentication"
+            metrics.record_call(
+                "kimi", "kimi-k2-thinking", Mode.THINKING, 0.1, error_type="authentication"
             )
         for _ in range(10):
             metrics.ai_queries.labels("direct", "success", "qwen2.5-coder:7b").inc()
@@ -258,10 +258,10 @@ def registry_text(build: str) -> str:
         metrics.cache_errors.labels("get").inc(4)
     elif build == "saturated":
         metrics.in_flight.set(250)
-        metrics.set_breaker_state(Service.QWEN, "half_open")
+        metrics.set_breaker_state("qwen", "half_open")
         for _ in range(20):
             metrics.overhead.observe(0.4)
-        metrics.record_backend_call(Service.QWEN, "qwen2.5-coder:7b", Mode.INSTANT, 1.0, Usage())
+        metrics.record_call("qwen", "qwen2.5-coder:7b", Mode.INSTANT, 1.0, usage=Usage())
     return generate_latest(metrics.registry).decode()
 
 

@@ -6,7 +6,7 @@ import prometheus_client
 from prometheus_client import CollectorRegistry, generate_latest
 
 from aiorch.monitoring.prometheus_metrics import Metrics
-from aiorch.types import Mode, Service, Usage
+from aiorch.types import Mode, Usage
 
 
 def _series(registry: CollectorRegistry, name: str) -> list[str]:
@@ -33,7 +33,7 @@ def test_cached_children_export_like_plain_ones() -> None:
     for _ in range(3):
         metrics.orchestrator_queries.labels("code", "qwen").inc()
         counter.labels("code", "qwen").inc()
-    metrics.record_backend_call(Service.QWEN, "m", Mode.INSTANT, 0.2, Usage(1, 2, 0))
+    metrics.record_call("qwen", "m", Mode.INSTANT, 0.2, usage=Usage(1, 2, 0))
     assert _series(cached, "orchestrator_queries_total{") == _series(
         plain, "orchestrator_queries_total{"
     )

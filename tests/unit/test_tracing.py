@@ -48,11 +48,13 @@ async def test_backend_calls_are_spans_with_gen_ai_attributes() -> None:
 
 async def test_streamed_calls_are_spans_too() -> None:
     orchestrator, exporter, _ = traced_orchestrator()
-    from aiorch.orchestrator import QueryOptions, build_messages
+    from aiorch.orchestrator import query_request
+    from aiorch.planning import Options
     from aiorch.types import QueryType
 
-    options = QueryOptions(query_type=QueryType.CODE, use_cache=False)
-    events = [e async for e in orchestrator.stream(build_messages("def f(): pass"), options)]
+    options = Options(query_type=QueryType.CODE, cache="off")
+    request = query_request("def f(): pass", stream=True)
+    events = [e async for e in orchestrator.stream(request, options)]
 
     assert events
     (chat,) = [s for s in exporter.get_finished_spans() if s.name == "chat offline-qwen"]
@@ -81,7 +83,7 @@ async def test_latency_histograms_carry_the_trace_id_as_exemplar() -> None:
 def test_tracing_is_off_without_an_otlp_endpoint() -> None:
     assert provider_from_env({}) is None
     orchestrator = AIOrchestrator(load_settings({}), metrics=Metrics(CollectorRegistry()))
-    assert not any(isinstance(b, TracedBackend) for b in orchestrator.backends.values())
+    assert not any(isinstance(s.backend, TracedBackend) for s in orchestrator.services.all())
 
 
 def test_an_otlp_endpoint_turns_tracing_on() -> None:

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from aiorch.doctor import latency, outcomes
+from aiorch.doctor import latency, outcomes, phases
 from aiorch.doctor.findings import Finding, Json, Report, Severity, percent, rank, seconds
 from aiorch.doctor.latency import name, span
 from aiorch.doctor.observation import Observation, Thresholds
@@ -213,6 +213,7 @@ def diagnose(obs: Observation, thresholds: Thresholds | None = None) -> Report:
             latency.service_latency,
             latency.agent_latency,
             latency.first_token,
+            phases.phases,
             outcomes.fallbacks,
             outcomes.cache,
             outcomes.errors,

@@ -59,6 +59,14 @@ from aiorch.doctor.render import render, to_json
     help="Qwen's p95 latency SLO in seconds.",
 )
 @click.option(
+    "--slo",
+    "slos",
+    multiple=True,
+    metavar="SERVICE=SECONDS",
+    help="p95 latency SLO of another configured service (repeatable); a service without one "
+    "is held to the loosest SLO given.",
+)
+@click.option(
     "--metrics-token",
     envvar=["AIORCH_DOCTOR_METRICS_TOKEN", "AIORCH_METRICS_TOKEN"],
     default=None,
@@ -80,6 +88,7 @@ def doctor(
     interval: float,
     kimi_slo: float,
     qwen_slo: float,
+    slos: tuple[str, ...],
     metrics_token: str | None,
     timeout: float,
     as_json: bool,
@@ -87,12 +96,12 @@ def doctor(
 ) -> None:
     """Answer "why is the AI slow?" from aiorch's metrics, in the guide's checklist order.
 
-    Checks /metrics, Kimi and Qwen latency against their SLOs, each agent's latency, time to
-    first token, fallbacks, the cache hit rate, errors, breakers and in-flight requests, and
-    each backend's readiness; prints the findings most severe first, each with its evidence
-    and next step.
+    Checks /metrics, every service's latency against its SLO, each agent's latency, time to
+    first token, which phase of a request grew (aiorch's own or the upstream's), fallbacks, the
+    cache hit rate, errors, breakers and in-flight requests, and each backend's readiness;
+    prints the findings most severe first, each with its evidence and next step.
     """
-    thresholds = Thresholds(slo_seconds={"kimi": kimi_slo, "qwen": qwen_slo})
+    thresholds = Thresholds(slo_seconds={"kimi": kimi_slo, "qwen": qwen_slo, **_slos(slos)})
     status = Console(stderr=True)
     if prometheus_url:
         try:
@@ -109,6 +118,21 @@ def doctor(
     else:
         render(report, Console(), verbose=verbose)
     sys.exit(report.exit_code)
+
+
+def _slos(values: tuple[str, ...]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for value in values:
+        service, _, seconds = value.partition("=")
+        try:
+            out[service.strip()] = float(seconds)
+        except ValueError:
+            raise click.BadParameter(
+                f"{value!r} is not SERVICE=SECONDS", param_hint="--slo"
+            ) from None
+        if not service.strip() or out[service.strip()] <= 0:
+            raise click.BadParameter(f"{value!r} is not SERVICE=SECONDS", param_hint="--slo")
+    return out
 
 
 def _scrape(

@@ -38,6 +38,7 @@ CHECK_ORDER: tuple[str, ...] = (
     "latency",
     "agent_latency",
     "first_token",
+    "phases",
     "fallback",
     "cache",
     "user_errors",

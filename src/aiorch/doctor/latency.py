@@ -1,5 +1,9 @@
 """Latency checks: each service and each agent against its SLO, time to first token, overhead.
 
+Every configured service is checked: kimi and qwen on the guide's families
+(`kimi_/qwen_response_duration_seconds`, by mode), any other on the shared
+`ai_backend_call_duration_seconds{service}`; the services are those the metrics and `/readyz` name.
+
 A breached SLO is critical. Its finding carries what usually explains it, in the order an
 on-call engineer would look: thinking mode, where the time goes (before the first token or while
 generating), timeouts, fallbacks away from the service, answer size, a model not loaded.
@@ -10,11 +14,16 @@ from __future__ import annotations
 from aiorch.doctor.findings import Finding, Json, Severity, count, percent, rounded, seconds
 from aiorch.doctor.observation import Observation, Thresholds
 from aiorch.doctor.series import Histogram, View
-from aiorch.types import Service
+from aiorch.monitoring.prometheus_metrics import GUIDE_FAMILIES
 
 NAMES = {"kimi": "Kimi", "qwen": "Qwen"}
 HIGH_RESPONSE_RUNBOOK = {"kimi": "kimihighresponsetime", "qwen": "qwenhighresponsetime"}
 TIMEOUT_VARIABLE = {"kimi": "KIMI_TIMEOUT", "qwen": "QWEN_TIMEOUT"}
+GENERIC_NEXT_STEP = (
+    "Open the Backend Call Duration panel for this service; compare its time to first token and "
+    "tokens per call (`ai_backend_tokens_total`) with earlier, and call the upstream directly "
+    "from this host to tell it from aiorch."
+)
 NEXT_STEP = {
     "kimi": (
         "Open the Kimi Response Duration panel and split it by mode; compare time to first token "
@@ -39,6 +48,32 @@ def name(service: str) -> str:
     return NAMES.get(service, service)
 
 
+def services(obs: Observation, view: View) -> list[str]:
+    """Every service the metrics or `/readyz` name, the guide's two first."""
+    found = dict.fromkeys(GUIDE_FAMILIES)
+    for (service,) in view.by("ai_backend_call_duration_seconds_count", ("service",)):
+        found.setdefault(service)
+    if obs.readiness is not None:
+        for backend in obs.readiness.backends:
+            found.setdefault(backend.service)
+    return [service for service in found if service]
+
+
+def call_histogram(view: View, service: str) -> Histogram | None:
+    """A service's call latency: the guide's family for kimi and qwen, the shared one otherwise."""
+    if service in GUIDE_FAMILIES:
+        return view.histogram(f"{service}_response_duration_seconds").get(())
+    return view.histogram("ai_backend_call_duration_seconds", ("service",)).get((service,))
+
+
+def panel(service: str) -> str:
+    return (
+        f"{name(service)} Response Duration"
+        if service in GUIDE_FAMILIES
+        else ("Backend Call Duration")
+    )
+
+
 def _quantiles(histogram: Histogram) -> dict[str, Json]:
     return {
         "calls": rounded(histogram.count, 2),
@@ -49,9 +84,8 @@ def _quantiles(histogram: Histogram) -> dict[str, Json]:
 
 def service_latency(obs: Observation, view: View, thresholds: Thresholds) -> list[Finding]:
     findings = []
-    for service in (s.value for s in Service):
-        family = f"{service}_response_duration_seconds"
-        histogram = view.histogram(family).get(())
+    for service in services(obs, view):
+        histogram = call_histogram(view, service)
         slo = thresholds.slo(service)
         if histogram is None or histogram.count <= 0:
             findings.append(
@@ -80,7 +114,7 @@ def service_latency(obs: Observation, view: View, thresholds: Thresholds) -> lis
                     f"{name(service)} p95 is {seconds(p95)}, within its {seconds(slo)} SLO "
                     f"({figures}).",
                     evidence=evidence,
-                    panel=f"{name(service)} Response Duration",
+                    panel=panel(service),
                 )
             )
             continue
@@ -94,10 +128,10 @@ def service_latency(obs: Observation, view: View, thresholds: Thresholds) -> lis
                 f"{name(service)} p95 is {seconds(p95)}, above its {seconds(slo)} SLO ({figures}; "
                 f"{percent(within)} within the SLO).{few}"
                 + "".join(f" {reason}" for reason in reasons),
-                next_step=NEXT_STEP[service],
+                next_step=NEXT_STEP.get(service, GENERIC_NEXT_STEP),
                 evidence=evidence,
-                runbook=HIGH_RESPONSE_RUNBOOK[service],
-                panel=f"{name(service)} Response Duration",
+                runbook=HIGH_RESPONSE_RUNBOOK.get(service),
+                panel=panel(service),
             )
         )
     return findings
@@ -109,8 +143,9 @@ def _explain(
     """Sentences that explain a slow service, with their numbers."""
     reasons: list[str] = []
     context: dict[str, Json] = {}
-    family = f"{service}_response_duration_seconds"
-    modes = view.histogram(family, ("mode",))
+    guide = service in GUIDE_FAMILIES
+    modes = view.histogram(f"{service}_response_duration_seconds", ("mode",)) if guide else {}
+    modes = {key: h for key, h in modes.items() if h.count > 0}
     if len(modes) > 1:
         by_mode = {mode: h.quantile(0.95) for (mode,), h in modes.items()}
         context["p95_seconds_by_mode"] = {m: rounded(v) for m, v in by_mode.items()}
@@ -139,10 +174,8 @@ def _explain(
     timeouts = view.total("ai_errors_total", {"service": service, "error_type": "timeout"})
     if timeouts > 0:
         context["timeouts"] = rounded(timeouts, 2)
-        reasons.append(
-            f"{count(timeouts)} calls hit the {TIMEOUT_VARIABLE[service]} deadline "
-            "(they count as slow)."
-        )
+        deadline = TIMEOUT_VARIABLE.get(service, f"services.{service}.timeout")
+        reasons.append(f"{count(timeouts)} calls hit the {deadline} deadline (they count as slow).")
     queries = view.total("orchestrator_queries_total")
     away = view.by(
         "orchestrator_fallback_total", ("to_service", "reason"), {"from_service": service}
@@ -155,8 +188,13 @@ def _explain(
             f"{percent(moved / queries)} of queries fall back from {name(service)} to "
             f"{name(target)}, mostly on {reason}."
         )
-    calls = view.total(f"{service}_queries_total", {"status": "success"})
-    completion = view.total(f"{service}_tokens_used_total", {"token_type": "completion"})
+    if guide:
+        calls = view.total(f"{service}_queries_total", {"status": "success"})
+        completion = view.total(f"{service}_tokens_used_total", {"token_type": "completion"})
+    else:
+        mine = {"service": service}
+        calls = view.total("ai_backend_calls_total", {**mine, "status": "success"})
+        completion = view.total("ai_backend_tokens_total", {**mine, "token_type": "completion"})
     if calls > 0 and completion > 0:
         context["completion_tokens_per_call"] = rounded(completion / calls, 1)
         reasons.append(f"Answers average {completion / calls:.0f} completion tokens.")
@@ -181,14 +219,18 @@ def _merge(histograms: list[Histogram]) -> Histogram | None:
     return Histogram(tuple(sorted(buckets.items())))
 
 
-def service_of_model(obs: Observation, model: str) -> str | None:
-    """The service a model id belongs to: from /readyz, else from the name."""
+def service_of_model(obs: Observation, model: str, view: View | None = None) -> str | None:
+    """The service a model id belongs to: from the metrics' labels, /readyz, else the name."""
+    if view is not None:
+        owners = view.by("ai_backend_call_duration_seconds_count", ("service",), {"model": model})
+        if len(owners) == 1:
+            return next(iter(owners))[0]
     if obs.readiness is not None:
         for backend in obs.readiness.backends:
             if backend.model == model:
                 return backend.service
     lowered = model.lower()
-    return next((s.value for s in Service if s.value in lowered), None)
+    return next((s for s in GUIDE_FAMILIES if s in lowered), None)
 
 
 def agent_latency(obs: Observation, view: View, thresholds: Thresholds) -> list[Finding]:
@@ -199,7 +241,7 @@ def agent_latency(obs: Observation, view: View, thresholds: Thresholds) -> list[
     for (agent, model), histogram in sorted(groups.items()):
         if histogram.count <= 0:
             continue
-        service = service_of_model(obs, model)
+        service = service_of_model(obs, model, view)
         ceiling = thresholds.slo(service or "")
         p95 = histogram.quantile(0.95)
         label = f"{agent} on {model}"
@@ -248,7 +290,7 @@ def first_token(obs: Observation, view: View, thresholds: Thresholds) -> list[Fi
     findings = []
     by_service = view.histogram("ai_time_to_first_token_seconds", ("service",))
     for (service,), ttft in sorted(by_service.items()):
-        total = view.histogram(f"{service}_response_duration_seconds").get(())
+        total = call_histogram(view, service)
         if ttft.count <= 0 or total is None or total.count <= 0:
             continue
         ttft_p50, total_p50 = ttft.quantile(0.5), total.quantile(0.5)

@@ -14,11 +14,11 @@ from aiorch.doctor.series import View
 
 
 class BackendReadiness(msgspec.Struct, frozen=True):
-    """One backend as `/readyz` reports it."""
+    """One backend as `/readyz` reports it (without a credential: service, kind and ready)."""
 
     service: str
     kind: str
-    model: str
+    model: str = ""
     url: str | None = None
     ready: bool = False
     detail: str = ""
@@ -70,6 +70,8 @@ class Observation:
     readiness: Readiness | None = None
     readiness_error: str | None = None
     targets: Targets | None = None
+    # Totals before the window (two scrapes of /metrics): what "grew" is measured against.
+    baseline: View | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ class Thresholds:
     min_cache_lookups: int = 20  # fewer lookups say nothing about a hit rate
     first_token_share: float = 0.5  # time to first token above this share of the total: a wait
     overhead_p99_seconds: float = 0.1  # aiorch's own time; it should stay under a millisecond
+    gateway_seconds: float = 0.05  # aiorch's own phases per request (AiorchGatewaySlow)
     in_flight: float = 100.0  # queries in flight that suggest saturation
 
     def slo(self, service: str) -> float:

@@ -21,6 +21,8 @@ from aiorch.doctor.observation import Observation, Targets, Window
 from aiorch.doctor.series import Labels, View, labels_of
 from aiorch.doctor.sources import SourceError, fetch, read_readiness
 
+# Histograms whose `_sum` a check reads: the mean phase per request, the time spent per service.
+SUMS_READ = frozenset({"aiorch_phase_duration_seconds", "ai_backend_call_duration_seconds"})
 WINDOW = re.compile(r"^\d+(ms|s|m|h|d|w|y)$")
 
 
@@ -65,8 +67,8 @@ def _samples(api: PrometheusAPI, job: str, window: str | None) -> dict[str, dict
     out: dict[str, dict[Labels, float]] = {}
     for family in expected_families():
         for sample in family.sample_names:
-            if sample.endswith("_sum"):
-                continue  # no check reads sums
+            if sample.endswith("_sum") and family.name not in SUMS_READ:
+                continue  # only the phase check reads sums
             cumulative = family.type != "gauge"
             expr = f"{sample}{selector}"
             if cumulative and window is not None:

@@ -86,9 +86,12 @@ def scrape(base_url: str, *, timeout: float, token: str | None = None) -> Scrape
         raise SourceError(f"{url}: {error}") from None
 
 
-def readiness(base_url: str, *, timeout: float) -> Readiness:
+def readiness(base_url: str, *, timeout: float, token: str | None = None) -> Readiness:
     url = f"{base_url}/readyz"
-    response = fetch(url, timeout=timeout, headers={"Accept": "application/json"})
+    headers = {"Accept": "application/json"}
+    if token:  # the metrics token unlocks each backend's details (URL, model, the probe's words)
+        headers["Authorization"] = f"Bearer {token}"
+    response = fetch(url, timeout=timeout, headers=headers)
     # 503 carries the same JSON: "unavailable", with each backend's detail.
     if response.status not in (200, 503):
         raise SourceError(f"{url} answered HTTP {response.status}")
@@ -98,9 +101,11 @@ def readiness(base_url: str, *, timeout: float) -> Readiness:
         raise SourceError(f"{url} did not answer with aiorch's readiness JSON: {error}") from None
 
 
-def read_readiness(base_url: str, timeout: float) -> tuple[Readiness | None, str | None]:
+def read_readiness(
+    base_url: str, timeout: float, token: str | None = None
+) -> tuple[Readiness | None, str | None]:
     try:
-        return readiness(base_url, timeout=timeout), None
+        return readiness(base_url, timeout=timeout, token=token), None
     except SourceError as error:
         return None, str(error)
 
@@ -128,7 +133,7 @@ def observe(
             second = scrape(base_url, timeout=timeout, token=token)
     except SourceError as error:
         window = Window("metrics", f"{base_url}/metrics", interval, False, "no figures: see below")
-        ready, ready_error = read_readiness(base_url, timeout)
+        ready, ready_error = read_readiness(base_url, timeout, token)
         return Observation(
             window,
             None,
@@ -141,6 +146,9 @@ def observe(
     since_start = interval <= 0 or traffic(view) <= 0
     if interval > 0 and since_start:
         view = totals(second)
+    # What happened before the window, when anything did: the baseline a phase grew from.
+    before = totals(first)
+    baseline = None if since_start or traffic(before) <= 0 else before
     queries = view.total("orchestrator_queries_total")
     if interval <= 0:
         note = f"One scrape: totals since aiorch started ({count(queries)} queries)"
@@ -151,7 +159,7 @@ def observe(
         )
     else:
         note = f"{count(queries)} queries in the {seconds(interval)} between two scrapes"
-    ready, ready_error = read_readiness(base_url, timeout)
+    ready, ready_error = read_readiness(base_url, timeout, token)
     return Observation(
         Window("metrics", f"{base_url}/metrics", interval, since_start, note, queries),
         view,
@@ -159,4 +167,5 @@ def observe(
         expected_families=expected,
         readiness=ready,
         readiness_error=ready_error,
+        baseline=baseline,
     )

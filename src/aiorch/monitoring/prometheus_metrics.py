@@ -12,16 +12,18 @@ per-process files and `metrics_endpoint` merges every worker's into one expositi
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from typing import Any, Self
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Protocol
 
-import prometheus_client
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.openmetrics import exposition as openmetrics
 
+from aiorch.monitoring.families import Counter, Gauge, Histogram
 from aiorch.monitoring.multiprocess import WorkerFilesCollector
-from aiorch.types import Mode, Service, Status, TokenType, Usage
+from aiorch.types import Mode, Status, TokenType, Usage
+
+if TYPE_CHECKING:
+    from aiorch.catalog import Catalog
 
 # About 5 ms to 300 s, with the SLO thresholds (15 s for Qwen, 60 s for Kimi) as exact boundaries.
 LATENCY_BUCKETS: tuple[float, ...] = (
@@ -58,62 +60,38 @@ OVERHEAD_BUCKETS: tuple[float, ...] = (
     1.0,
 )
 
+# A request's phases: from a tenth of a millisecond (a cache lookup) to minutes (a thinking stream).
+PHASE_BUCKETS: tuple[float, ...] = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, *LATENCY_BUCKETS)
+
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 
 
-class _ChildCache(MetricWrapperBase):
-    """`labels(*values)` answered from a dict once a label tuple has been seen.
+class CallObserver(Protocol):
+    """Another sink for each upstream call's record (OpenTelemetry's GenAI metrics)."""
 
-    prometheus_client's `labels` stringifies every value and takes a lock on each call (about
-    0.75 us; a query makes a dozen such calls). The child it returns for a tuple never changes
-    until `remove` or `clear`, which empty this cache too, so behaviour is the same.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._children: dict[tuple[object, ...], Self] = {}
-
-    def labels(self, *labelvalues: object, **labelkwargs: object) -> Self:
-        if labelkwargs:
-            return super().labels(*labelvalues, **labelkwargs)
-        child = self._children.get(labelvalues)
-        if child is None:
-            child = self._children[labelvalues] = super().labels(*labelvalues)
-        return child
-
-    def remove(self, *labelvalues: object) -> None:
-        self._children.clear()
-        super().remove(*labelvalues)
-
-    def remove_by_labels(self, labels: dict[str, str]) -> None:
-        self._children.clear()
-        super().remove_by_labels(labels)
-
-    def clear(self) -> None:
-        self._children.clear()
-        super().clear()
+    def call(
+        self,
+        service: str,
+        model: str,
+        mode: Mode,
+        seconds: float,
+        *,
+        error_type: str | None,
+        usage: Usage | None,
+        first_token_seconds: float | None,
+    ) -> None: ...
 
 
-# The families below are built from these: the same classes, names and labels as
-# prometheus_client's, with `labels` served from the cache above.
-class Counter(_ChildCache, prometheus_client.Counter):
-    pass
-
-
-class Gauge(_ChildCache, prometheus_client.Gauge):
-    pass
-
-
-class Histogram(_ChildCache, prometheus_client.Histogram):
-    pass
+# The guide's per-model families, named after the two default services: `kimi_*` and ours,
+# `qwen_*`. Every service, these two included, is also counted in the shared `ai_backend_*`
+# families under its own `service` label.
+GUIDE_FAMILIES = {"kimi": "Kimi-K2-Thinking", "qwen": "Qwen Coder"}
 
 
 class ServiceMetrics:
     """The per-model family (`kimi_*` or `qwen_*`): queries, latency and tokens by mode."""
 
-    def __init__(self, service: Service, registry: CollectorRegistry) -> None:
-        name = service.value
-        label = "Kimi-K2-Thinking" if service is Service.KIMI else "Qwen Coder"
+    def __init__(self, name: str, label: str, registry: CollectorRegistry) -> None:
         self.queries = Counter(
             f"{name}_queries_total",
             f"{label} calls by mode and outcome.",
@@ -151,6 +129,8 @@ class Metrics:
         # Labels of the exemplar for a latency observation (the current trace id), when tracing
         # is on: exemplars link a slow bucket to the trace of a request that landed there.
         self.exemplars = exemplars
+        # Fed the same record as the families below by `record_call`: never a second measurement.
+        self.observers: list[CallObserver] = []
         r = self.registry
 
         # The guide's orchestrator families.
@@ -174,7 +154,9 @@ class Metrics:
         )
 
         # The guide's per-model family for Kimi, and ours for Qwen.
-        self.services = {s: ServiceMetrics(s, r) for s in Service}
+        self.services = {
+            name: ServiceMetrics(name, label, r) for name, label in GUIDE_FAMILIES.items()
+        }
 
         # The guide's agent-level families.
         self.ai_queries = Counter(
@@ -198,6 +180,39 @@ class Metrics:
         )
 
         # Ours.
+        self.backend_calls = Counter(
+            "ai_backend_calls_total",
+            "Upstream calls by service, model and outcome (every service, retries included).",
+            ["service", "model", "status"],
+            registry=r,
+        )
+        self.backend_duration = Histogram(
+            "ai_backend_call_duration_seconds",
+            "Upstream call latency, request to last byte, by service and model.",
+            ["service", "model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.backend_tokens = Counter(
+            "ai_backend_tokens_total",
+            "Tokens by service, model and type (reasoning is a part of completion).",
+            ["service", "model", "token_type"],
+            registry=r,
+        )
+        self.skipped_events = Counter(
+            "aiorch_stream_events_skipped_total",
+            "Malformed upstream stream events skipped (the stream went on).",
+            ["service"],
+            registry=r,
+        )
+        self.phase_duration = Histogram(
+            "aiorch_phase_duration_seconds",
+            "Where each request's time went: queue, parse, classify, cache, connect, first_byte, "
+            "stream, gateway and total (the Server-Timing header's phases).",
+            ["phase"],
+            buckets=PHASE_BUCKETS,
+            registry=r,
+        )
         self.time_to_first_token = Histogram(
             "ai_time_to_first_token_seconds",
             "Time from request to the first streamed token.",
@@ -290,45 +305,76 @@ class Metrics:
             registry=r,
         )
 
+    def initialise(self, catalog: Catalog) -> None:
+        """Create every label combination the configuration can produce, at zero, so that
+        `rate()` sees the first requests (`aiorch.monitoring.initial`). Call once, at start-up."""
+        from aiorch.monitoring.initial import initialise
+
+        initialise(self, catalog)
+
+    def initialise_routes(self, routes: Iterable[tuple[str, str]]) -> None:
+        """The HTTP families' series for each (route template, method) served, at zero."""
+        from aiorch.monitoring.initial import initialise_routes
+
+        initialise_routes(self, routes)
+
     # One-line recorders for the call sites.
 
-    def record_backend_call(
+    def record_call(
         self,
-        service: Service,
+        service: str,
         model: str,
         mode: Mode,
         seconds: float,
-        usage: Usage | None,
+        *,
+        error_type: str | None = None,
+        usage: Usage | None = None,
         cost_usd: float = 0.0,
         first_token_seconds: float | None = None,
     ) -> None:
-        """A backend call that succeeded."""
+        """One upstream call, as `GuardedService` records it: once, when it ends."""
+        status = Status.SUCCESS if error_type is None else Status.ERROR
+        self.backend_calls.labels(service, model, status).inc()
         # The enums are StrEnums: passed as they are, they label as their values (`str()`), and
         # the child cache finds them without the enum `.value` lookups (about 0.3 us each).
-        family = self.services[service]
-        family.queries.labels(mode, Status.SUCCESS).inc()
         exemplar = self.exemplars() if self.exemplars is not None else None
-        family.duration.labels(mode).observe(seconds, exemplar)
+        self.backend_duration.labels(service, model).observe(seconds, exemplar)
+        family = self.services.get(service)
+        if family is not None:
+            family.queries.labels(mode, status).inc()
+            family.duration.labels(mode).observe(seconds, exemplar)
+        if error_type is not None:
+            self.ai_errors.labels(service, model, error_type).inc()
         if usage is not None:
-            tokens = family.tokens
-            tokens.labels(mode, TokenType.PROMPT).inc(usage.prompt_tokens)
-            tokens.labels(mode, TokenType.COMPLETION).inc(usage.completion_tokens)
-            tokens.labels(mode, TokenType.REASONING).inc(usage.reasoning_tokens)
+            for token_type, count in (
+                (TokenType.PROMPT, usage.prompt_tokens),
+                (TokenType.COMPLETION, usage.completion_tokens),
+                (TokenType.REASONING, usage.reasoning_tokens),
+            ):
+                self.backend_tokens.labels(service, model, token_type).inc(count)
+                if family is not None:
+                    family.tokens.labels(mode, token_type).inc(count)
         if cost_usd:
             self.cost.labels(service, model).inc(cost_usd)
         if first_token_seconds is not None:
             self.time_to_first_token.labels(service, model).observe(first_token_seconds, exemplar)
+        for observer in self.observers:
+            observer.call(
+                service,
+                model,
+                mode,
+                seconds,
+                error_type=error_type,
+                usage=usage,
+                first_token_seconds=first_token_seconds,
+            )
 
-    def record_backend_error(
-        self, service: Service, model: str, mode: Mode, seconds: float, error_type: str
-    ) -> None:
-        family = self.services[service]
-        family.queries.labels(mode, Status.ERROR).inc()
-        family.duration.labels(mode).observe(seconds)
-        self.ai_errors.labels(service, model, error_type).inc()
+    def record_phases(self, phases: dict[str, float]) -> None:
+        for phase, seconds in phases.items():
+            self.phase_duration.labels(phase).observe(seconds)
 
-    def set_breaker_state(self, service: Service, state: str) -> None:
-        self.breaker_state.labels(service.value).set(BREAKER_STATES[state])
+    def set_breaker_state(self, service: str, state: str) -> None:
+        self.breaker_state.labels(service).set(BREAKER_STATES[state])
 
 
 def metrics_endpoint(registry: CollectorRegistry, accept: str | None = None) -> tuple[bytes, str]:

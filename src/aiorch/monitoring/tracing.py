@@ -15,10 +15,13 @@ import os
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from aiorch.backends.base import Backend, Readiness
-from aiorch.config import BackendSettings
-from aiorch.errors import AiorchError
-from aiorch.types import BackendKind, Completion, CompletionRequest, Service, StreamChunk, Usage
+from aiorch.answer import Delta, End, Event
+from aiorch.backends.base import Backend, Call, Readiness
+from aiorch.errors import AiorchError, UnsupportedParameter
+from aiorch.redact import redact_url
+from aiorch.request import ChatRequest
+from aiorch.service_settings import ServiceSettings
+from aiorch.types import BackendKind, Usage
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer, TracerProvider
@@ -48,7 +51,7 @@ def provider_from_env(environ: Mapping[str, str] | None = None) -> TracerProvide
     return provider
 
 
-def provider_name(settings: BackendSettings) -> str:
+def provider_name(settings: ServiceSettings) -> str:
     """`gen_ai.provider.name`: who serves the model, from the configured transport."""
     if settings.kind is BackendKind.OLLAMA:
         return "ollama"
@@ -84,49 +87,51 @@ class TracedBackend:
         self._attributes: dict[str, Any] = {
             "gen_ai.operation.name": "chat",
             "gen_ai.provider.name": provider_name(inner.settings),
-            "gen_ai.request.model": inner.settings.model_id,
-            "aiorch.service": inner.settings.service.value,
+            "aiorch.service": inner.settings.name,
         }
         if inner.settings.url:
-            self._attributes["server.address"] = inner.settings.url
+            self._attributes["server.address"] = redact_url(inner.settings.url)
 
-    def _start(self, request: CompletionRequest, stream: bool) -> Span:
+    def refusal(self, request: ChatRequest) -> UnsupportedParameter | None:
+        return self.inner.refusal(request)
+
+    def notes(self, request: ChatRequest) -> tuple[str, ...]:
+        return self.inner.notes(request)
+
+    def _start(self, call: Call) -> Span:
         from opentelemetry.trace import SpanKind
 
-        attributes = dict(self._attributes, **{"gen_ai.request.stream": stream})
-        if request.max_tokens is not None:
-            attributes["gen_ai.request.max_tokens"] = request.max_tokens
+        request = call.request
+        attributes = dict(
+            self._attributes,
+            **{
+                "gen_ai.request.model": call.model.id,
+                "gen_ai.request.stream": call.stream,
+                "gen_ai.request.max_tokens": call.max_tokens,
+            },
+        )
         if request.temperature is not None:
             attributes["gen_ai.request.temperature"] = request.temperature
         return self._tracer.start_span(
-            f"chat {self.settings.model_id}", kind=SpanKind.CLIENT, attributes=attributes
+            f"chat {call.model.id}", kind=SpanKind.CLIENT, attributes=attributes
         )
 
-    async def complete(self, request: CompletionRequest) -> Completion:
+    async def generate(self, call: Call) -> AsyncIterator[Event]:
         from opentelemetry import trace
 
-        span = self._start(request, stream=False)
-        with trace.use_span(span, end_on_exit=True, record_exception=False):
-            try:
-                completion = await self.inner.complete(request)
-            except AiorchError as error:
-                _failed(span, error)
-                raise
-            span.set_attribute("gen_ai.response.model", completion.model)
-            if completion.finish_reason:
-                span.set_attribute("gen_ai.response.finish_reasons", [completion.finish_reason])
-            _usage(span, completion.usage)
-            return completion
-
-    async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamChunk]:
-        span = self._start(request, stream=True)
+        span = self._start(call)
+        reasons: list[str] = []
         try:
-            async for chunk in self.inner.stream(request):
-                if chunk.usage is not None:
-                    _usage(span, chunk.usage)
-                if chunk.finish_reason:
-                    span.set_attribute("gen_ai.response.finish_reasons", [chunk.finish_reason])
-                yield chunk
+            with trace.use_span(span, end_on_exit=False, record_exception=False):
+                async for event in self.inner.generate(call):
+                    if isinstance(event, Delta) and event.finish_reason:
+                        reasons.append(event.finish_reason)
+                    elif isinstance(event, End):
+                        span.set_attribute("gen_ai.response.model", event.model or call.model.id)
+                        if reasons:
+                            span.set_attribute("gen_ai.response.finish_reasons", reasons)
+                        _usage(span, event.usage)
+                    yield event
         except AiorchError as error:
             _failed(span, error)
             raise
@@ -140,14 +145,12 @@ class TracedBackend:
         await self.inner.close()
 
 
-def traced(
-    backends: Mapping[Service, Backend], provider: TracerProvider | None
-) -> dict[Service, Backend]:
+def traced(backends: Mapping[str, Backend], provider: TracerProvider | None) -> dict[str, Backend]:
     """Wrap every backend when tracing is on; hand them back untouched otherwise."""
     if provider is None:
         return dict(backends)
     tracer = provider.get_tracer(SCOPE)
-    return {service: TracedBackend(backend, tracer) for service, backend in backends.items()}
+    return {name: TracedBackend(backend, tracer) for name, backend in backends.items()}
 
 
 def _usage(span: Span, usage: Usage) -> None:
