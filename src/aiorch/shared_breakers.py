@@ -1,25 +1,26 @@
 """Circuit breakers shared by replicas, so that they skip a dead backend together.
 
-Each replica keeps its own `CircuitBreaker`, consulted synchronously on every call as before;
-`BreakerSync` keeps it in step with a `BreakerStore` (Redis with `AIORCH_REDIS_URL`) in the
-background, so no query waits on the store:
+Each replica keeps its own `CircuitBreaker`, consulted synchronously on every call; `BreakerSync`
+keeps it in step with a `BreakerStore` (Redis with `AIORCH_REDIS_URL`), driven in the background
+by `breaker_supervisor.BreakerSupervisor`, so no query waits on the store:
 
-- a breaker this replica opens or closes is published at once, as a record with a fresh event
-  id; an open record expires when the breaker turns half-open (`reset_seconds`);
-- every `SYNC_INTERVAL` the others' records are read, and each new one is adopted once: open
-  for the time the record has left, or closed;
-- a half-open breaker may probe only with a permit: the store's probe lock (`SET NX PX`), held
-  by one replica at a time and given back with the verdict; a holder that vanishes loses it
-  after `reset_seconds`.
+- a transition this replica makes itself (open, half-open, closed) is published at once, as a
+  record with a fresh event id; an open record expires when the breaker turns half-open by its
+  timer (`reset_seconds`), the others after `reset_seconds`;
+- every `SYNC_INTERVAL` the others' records are read, and each new one is adopted once: open for
+  the time the record has left, half-open (another replica's probe succeeded), or closed;
+- while a breaker is not closed, one replica at a time probes the backend: before each probe a
+  replica takes the store's probe lock for one probe interval (`SET NX PX`); a replica without
+  it skips that round and adopts the verdict of the one that probed, which reaches it as a
+  published transition (a failed probe changes nothing, so there is nothing to publish).
 
-When the store fails, the breakers work alone (half-open probes need no permit), the incident is
-logged once, and the store is tried again once a second; the first success logs the recovery.
+When the store fails, the breakers work alone (each replica probes for itself); the store is
+skipped and tried again as `remote.RemoteDependency` says, logged once per incident.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import itertools
 import logging
@@ -28,17 +29,17 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple, Protocol
 
-from aiorch.resilience import BreakerState, CircuitBreaker
+from aiorch.breaker import BreakerState, CircuitBreaker
+from aiorch.remote import RETRY_INTERVAL, RemoteDependency
 
 log = logging.getLogger(__name__)
 
 SYNC_INTERVAL = 0.5  # seconds between reads of the others' state: how late a replica may learn
-PROBE_INTERVAL = 1.0  # seconds between attempts while the store is failing
 STORE_TIMEOUT = 1.0  # one pass's wait on the store; it runs in the background, off every query
 
 
 class BreakerRecord(NamedTuple):
-    """One replica's verdict on a backend: open or closed, `remaining` seconds to live."""
+    """One replica's verdict on a backend, `remaining` seconds to live."""
 
     state: BreakerState
     event: str  # unique per transition: a replica applies each one once
@@ -58,10 +59,6 @@ class BreakerStore(Protocol):
 
     async def acquire_probe(self, service: str, owner: str, ttl: float) -> bool:
         """Take the service's probe lock for `ttl` seconds unless someone holds it."""
-        ...
-
-    async def release_probe(self, service: str, owner: str) -> None:
-        """Give the lock back, if `owner` still holds it."""
         ...
 
     async def close(self) -> None: ...
@@ -98,11 +95,6 @@ class MemoryBreakerStore:
         self._locks[service] = (owner, now + ttl)
         return True
 
-    async def release_probe(self, service: str, owner: str) -> None:
-        held = self._locks.get(service)
-        if held is not None and held[0] == owner:
-            del self._locks[service]
-
     async def close(self) -> None:
         return None
 
@@ -115,136 +107,96 @@ class BreakerSync:
         store: BreakerStore,
         breakers: Mapping[str, CircuitBreaker],
         *,
+        retry_interval: float = RETRY_INTERVAL,
         interval: float = SYNC_INTERVAL,
-        probe_interval: float = PROBE_INTERVAL,
         timeout: float = STORE_TIMEOUT,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.breakers = breakers
         self.interval = interval
-        self.probe_interval = probe_interval
         self.timeout = timeout
+        self.remote = RemoteDependency(
+            "circuit breakers",
+            "Redis",
+            "breakers are per process",
+            retry_interval=retry_interval,
+            clock=clock,
+            logger=log,
+        )
         self.owner = os.urandom(8).hex()  # this replica, as the holder of probe locks
-        self.degraded = False
+        self.wake = asyncio.Event()  # set when an own transition waits to be published
         self._events = itertools.count(1)
         self._seen: dict[str, str] = {}  # the last record applied or published, per service
         self._pending: dict[str, str] = {}  # own transitions not yet published
-        self._holding: set[str] = set()  # probe locks this replica holds
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._closed = False
         for service, breaker in breakers.items():
-            breaker.share(functools.partial(self.changed, service))
+            breaker.listen(functools.partial(self.changed, service))
 
-    def changed(self, service: str, state: BreakerState) -> None:
-        """A breaker's own transition: publish it, or ask for a probe permit, soon."""
-        if state is not BreakerState.HALF_OPEN:
+    @property
+    def degraded(self) -> bool:
+        return self.remote.degraded
+
+    def changed(self, service: str, state: BreakerState, adopted: bool) -> None:
+        """A breaker's transition: publish it soon, unless it came from another replica."""
+        if not adopted:
             self._pending[service] = f"{self.owner}-{next(self._events)}"
-        self._wake.set()
+            self.wake.set()
 
-    def ensure_running(self) -> None:
-        """Start the background sync if an event loop runs here and it is not running yet."""
-        if self._closed or (self._task is not None and not self._task.done()):
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return  # not in the loop yet: the first call will start it
-        self._task = loop.create_task(self._run(), name="aiorch-breaker-sync")
-
-    async def _run(self) -> None:
-        while True:
-            await self.sync_once()
-            wait = self.probe_interval if self.degraded else self.interval
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await self._wake.wait()
-            self._wake.clear()
+    def next_wait(self) -> float:
+        """Seconds until the next pass is due."""
+        return self.remote.retry_interval if self.degraded else self.interval
 
     async def sync_once(self) -> bool:
-        """One bounded pass; False if the store failed (the breakers then work alone)."""
+        """One bounded pass; False if the store failed or is resting (breakers work alone)."""
+        if not self.remote.usable():
+            return False
         try:
             async with asyncio.timeout(self.timeout):
                 await self._exchange()
         except Exception as error:  # the store's trouble must never reach a query
-            self._failed(error)
+            self.remote.failed(error)
             return False
-        self._recovered()
+        self.remote.succeeded()
         return True
 
+    async def may_probe(self, service: str, ttl: float) -> bool:
+        """Whether this replica probes `service` this round: it holds the store's probe lock,
+        or the store is failing and every replica probes for itself."""
+        if not self.remote.usable():
+            return True
+        try:
+            async with asyncio.timeout(self.timeout):
+                held = await self.store.acquire_probe(service, self.owner, ttl)
+        except Exception as error:
+            self.remote.failed(error)
+            return True
+        self.remote.succeeded()
+        return held
+
     async def _exchange(self) -> None:
-        """Publish own transitions, give back spent permits, adopt others', ask for permits."""
+        """Publish own transitions, then adopt what is new from the others."""
         store = self.store
         for service, event in list(self._pending.items()):
-            record = self._own_record(service, event)
-            if record is not None:
-                await store.publish(service, record)
+            await store.publish(service, self._own_record(service, event))
             self._seen[service] = event
             if self._pending.get(service) == event:  # not replaced while we waited
                 del self._pending[service]
-        for service in list(self._holding):
-            if not self.breakers[service].has_permit:
-                await store.release_probe(service, self.owner)
-                self._holding.discard(service)
-        records = await store.read(list(self.breakers))
-        for service, record in records.items():
-            if record is None or record.event == self._seen.get(service):
+        found = await store.read(list(self.breakers))
+        for service, other in found.items():
+            if other is None or other.event == self._seen.get(service):
                 continue  # nothing new
             if service in self._pending:
                 continue  # our own transition since is newer than anything read meanwhile
-            self._seen[service] = record.event
-            breaker = self.breakers[service]
-            if record.state is BreakerState.OPEN:
-                breaker.adopt_open(record.remaining)
-            else:
-                breaker.adopt_close()
-        for service, breaker in self.breakers.items():
-            if service in self._holding or not breaker.wants_probe:
-                continue
-            reset = breaker.settings.reset_seconds
-            if await store.acquire_probe(service, self.owner, reset):
-                self._holding.add(service)
-                breaker.grant_probe()
+            self._seen[service] = other.event
+            self.breakers[service].adopt(other.state, other.remaining)
 
-    def _own_record(self, service: str, event: str) -> BreakerRecord | None:
+    def _own_record(self, service: str, event: str) -> BreakerRecord:
         breaker = self.breakers[service]
         state = breaker.state
         if state is BreakerState.OPEN:
-            return BreakerRecord(state, event, breaker.open_remaining())
-        if state is BreakerState.CLOSED:
-            # Kept as long as an open record would be: every replica reads it meanwhile.
-            return BreakerRecord(state, event, breaker.settings.reset_seconds)
-        return None  # half-open already: the open has run out, nothing worth telling
-
-    def _failed(self, error: BaseException) -> None:
-        if not self.degraded:
-            self.degraded = True
-            log.warning(
-                "circuit breakers: Redis failed (%s: %s); breakers are per process until it "
-                "recovers",
-                type(error).__name__,
-                error,
-            )
-        self._holding.clear()  # unknown: the locks expire by themselves
-        for breaker in self.breakers.values():
-            breaker.coordinate(False)
-
-    def _recovered(self) -> None:
-        if self.degraded:
-            self.degraded = False
-            log.warning("circuit breakers: Redis recovered; breaker state is shared again")
-        for breaker in self.breakers.values():
-            breaker.coordinate(True)
+            return BreakerRecord(state, event, breaker.retry_after() or 0.0)
+        # Kept as long as an open record would be: every replica reads it meanwhile.
+        return BreakerRecord(state, event, breaker.settings.reset_seconds)
 
     async def close(self) -> None:
-        """Stop syncing, give back held probe locks (best effort) and close the store."""
-        self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(self.timeout):
-                for service in list(self._holding):
-                    await self.store.release_probe(service, self.owner)
         await self.store.close()

@@ -34,8 +34,9 @@ ANTI_HANG_S = 2 * TIMEOUT_S + 6.0
 
 
 @contextlib.contextmanager
-def mock_upstream(tmp_path: Path, *args: str) -> Iterator[Mock]:
-    port = free_port()
+def mock_upstream(tmp_path: Path, *args: str, port: int | None = None) -> Iterator[Mock]:
+    """A mock upstream on a free port, or on `port` (to bring a stopped one back where it was)."""
+    port = port or free_port()
     argv = [*AIORCH, "mock-upstream", "--port", str(port), "--api-key", UPSTREAM_KEY]
     argv += ["--seed", "7", "--hang-max-s", "30", "--slow-first-token-ms", "5000", *args]
     with run_server(argv, port=port, ready_path="/healthz", tmp_path=tmp_path, name="mock") as s:
@@ -63,7 +64,7 @@ connect_timeout = 1.0
 first_token_timeout = {FIRST_TOKEN_S}
 connect_timeout = 1.0
 [breaker]
-failure_threshold = 100000  # suites that test breakers set their own
+enabled = false  # suites that test breakers set their own
 """
 
 
@@ -145,20 +146,24 @@ async def send(
     return outcome
 
 
-async def send_all(
-    url: str, requests: Sequence[tuple[str, Mapping[str, Any]]], concurrency: int
-) -> list[Outcome]:
-    """Every request, at most `concurrency` at a time; outcomes in the order of `requests`."""
+Request = tuple[str, Mapping[str, Any]] | tuple[str, Mapping[str, Any], Mapping[str, str]]
+ALONE = {"X-Aiorch-Fallback": "off"}  # the named model only: no fallback chain
+
+
+async def send_all(url: str, requests: Sequence[Request], concurrency: int) -> list[Outcome]:
+    """Every request (path, body and perhaps headers), at most `concurrency` at a time;
+    outcomes in the order of `requests`."""
     limit = asyncio.Semaphore(concurrency)
     timeout = httpx.Timeout(ANTI_HANG_S + 10, connect=5.0)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as client:
 
-        async def one(path: str, body: Mapping[str, Any]) -> Outcome:
+        async def one(request: Request) -> Outcome:
+            path, body, *rest = request
             async with limit:
-                return await send(client, path, body)
+                return await send(client, path, body, headers=dict(rest[0]) if rest else None)
 
-        return list(await asyncio.gather(*(one(p, b) for p, b in requests)))
+        return list(await asyncio.gather(*(one(r) for r in requests)))
 
 
 def label_values(exposition: str) -> set[tuple[str, str, str]]:

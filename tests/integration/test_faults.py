@@ -2,8 +2,10 @@
 
 Kimi (the Moonshot-style API) is asked first for reasoning queries and Qwen (Ollama) second.
 "With fallback" injects the fault into Kimi only; "without" into both, and the OpenAI-compatible
-endpoint pinned to Kimi has no fallback at all. Every case must end, within the deadlines, in an
-answer or a clear JSON or SSE error, and the fallback metric must carry the right reason.
+endpoint asks for Kimi alone (`X-Aiorch-Fallback: off`). Every case must end, within the
+deadlines, in a whole answer or a clear JSON or SSE error, and the fallback metric must carry the
+right reason. A stream that breaks after its first chunk is continued on Qwen where Qwen is
+healthy; where it is not, the stream ends in an explicit error event, never short.
 
 All cases run at once against one service (the breaker is disabled there; prompts are unique),
 so the matrix costs about one hung request's deadlines rather than the sum of them.
@@ -23,8 +25,10 @@ from typing import Any
 import httpx
 import pytest
 
-from aiorch.mock.settings import FAULT_NAMES
+from aiorch.mock.settings import FAILOVER_FAULTS
+from aiorch.mock.settings import FAULT_NAMES as ALL_FAULTS
 from tests.integration.reliability_support import (
+    ALONE,
     ANTI_HANG_S,
     FIRST_TOKEN_S,
     TIMEOUT_S,
@@ -40,6 +44,10 @@ from tests.integration.service_support import Mock, Service, unique, wait_until
 
 pytestmark = pytest.mark.slow
 
+# The failover faults (stalls, stream errors, request 400s, a model down for a while) have their
+# own scenario suite (issue 16); this one covers the faults it was written for.
+FAULT_NAMES = tuple(f for f in ALL_FAULTS if f not in FAILOVER_FAULTS)
+
 # How each fault reads once Kimi's (Moonshot dialect) failure is classified: the fallback reason.
 KIMI_REASON = {
     "http_500": "upstream_error",
@@ -50,7 +58,7 @@ KIMI_REASON = {
     "quota": "quota_exceeded",  # exceeded_current_quota_error: never retried
     "hang": "timeout",
     "reset": "connection_error",
-    "malformed": "bad_response",
+    "malformed": "bad_response",  # a plain answer that is not JSON; a stream with no whole event
     "cut": "connection_error",  # a plain answer cut short; in a stream, see MID_STREAM
     "slow_first_token": "timeout",
     "cut_early": "connection_error",  # a stream cut before its first token
@@ -58,9 +66,9 @@ KIMI_REASON = {
 # Ollama (Qwen) has no error.type, but its wording tells a used-up plan from a brief limit.
 QWEN_TYPE = KIMI_REASON
 # Faults that strike a stream after chunks reached the client: `cut` sends five chunks first in
-# both dialects; Ollama's `malformed` sends one good line before the broken one.
+# both dialects. (Ollama's `malformed` sends one broken line between good ones: it is skipped.)
 KIMI_MID_STREAM = frozenset({"cut"})
-QWEN_MID_STREAM = frozenset({"cut", "malformed"})
+QWEN_MID_STREAM = frozenset({"cut"})
 CASES_FAULTS = (*FAULT_NAMES, "cut_early")
 
 
@@ -82,21 +90,26 @@ class Case:
 
     @property
     def fails_mid_stream(self) -> str | None:
-        """The service whose stream breaks after the client saw data, if any."""
+        """The service whose stream breaks after the client saw data and is not rescued."""
         if not self.stream:
             return None
-        if self.fault in KIMI_MID_STREAM:
-            return "kimi"
+        if self.fault in KIMI_MID_STREAM and (self.surface == "v1" or not self.fallback):
+            return "kimi"  # Qwen's continuation breaks too (fault on both), or there is none
         if self.surface == "api" and not self.fallback and self.fault in QWEN_MID_STREAM:
             return "qwen"
         return None
+
+    @property
+    def rescued_mid_stream(self) -> bool:
+        """Kimi's stream broke after its first chunk and Qwen finished the answer."""
+        return self.stream and self.fallback and self.fault in KIMI_MID_STREAM
 
     @property
     def id(self) -> str:
         mode = "stream" if self.stream else "plain"
         return f"{self.fault}-{self.surface}-{mode}-{'fallback' if self.fallback else 'alone'}"
 
-    def request(self) -> tuple[str, dict[str, Any]]:
+    def request(self) -> tuple[str, dict[str, Any], dict[str, str]]:
         fault = "cut" if self.fault == "cut_early" else self.fault
         fields: dict[str, object] = {"fault_models": "kimi"} if self.fallback else {}
         if self.fault == "cut_early":
@@ -106,13 +119,10 @@ class Case:
         )
         if self.surface == "api":
             body = {"query": text, "query_type": "reasoning", "use_cache": False}
-            return "/api/ai/query", {**body, "stream": self.stream}
+            return "/api/ai/query", {**body, "stream": self.stream}, {}
         messages = [{"role": "user", "content": text}]
-        return "/v1/chat/completions", {
-            "model": "kimi",
-            "messages": messages,
-            "stream": self.stream,
-        }
+        body = {"model": "kimi", "messages": messages, "stream": self.stream}
+        return "/v1/chat/completions", body, ALONE
 
 
 CASES = [
@@ -171,21 +181,34 @@ def test_every_case_ends_in_an_answer_or_a_clear_error(matrix: Matrix, case: Cas
     broken = case.fails_mid_stream
 
     if broken is not None:
-        # Data reached the client: no fallback, and an explicit error instead of a short 200.
+        # Data reached the client and nobody could finish it: an explicit error, never a short
+        # answer presented as whole.
         assert outcome.status == 200
         assert outcome.error_events, outcome.text[-500:]
         error = json.loads(outcome.error_events[-1].data)["error"]
-        assert error["type"] == "stream_interrupted"
-        assert error["message"].startswith(broken)
+        assert error["code"] == "stream_interrupted"
+        assert "broke off" in error["message"]
         if case.surface == "api":
             meta = outcome.event("meta")
             assert meta is not None
-            assert meta["selected_service"] == broken
-            if broken == "qwen":  # Kimi failed before its first chunk: that was a fallback
-                assert meta["fallback"]["reason"] == KIMI_REASON[case.fault]
+            assert meta["selected_service"] == "kimi"  # whose first chunk reached the client
             assert outcome.event("done") is None
         else:
             assert "data: [DONE]" not in outcome.text
+        return
+
+    if case.rescued_mid_stream:
+        # Kimi broke off after its first chunks; Qwen continued from there to the end.
+        assert outcome.status == 200
+        assert not outcome.error_events, outcome.text[-500:]
+        done = outcome.event("done")
+        assert done is not None
+        assert done["finish_reason"] == "stop"
+        assert done["fallback"] == {
+            "from_service": "kimi",
+            "to_service": "qwen",
+            "reason": "stream_cut",
+        }
         return
 
     if case.fallback:
@@ -205,9 +228,19 @@ def test_every_case_ends_in_an_answer_or_a_clear_error(matrix: Matrix, case: Cas
             assert outcome.body["answer"]
         return
 
+    if case.stream and case.fault == "malformed" and case.surface == "api":
+        # Kimi's stream had no whole event: Qwen answered, passing over its one broken line.
+        assert outcome.status == 200, outcome.text[:500]
+        done = outcome.event("done")
+        assert done is not None
+        assert done["finish_reason"] == "stop"
+        assert done["fallback"]["reason"] == "bad_response"
+        assert any("malformed" in note for note in done["adjustments"])
+        return
+
     # No healthy fallback: a JSON error (before any output, streams answer in JSON too).
     error = _error(outcome)
-    assert error["type"] == "all_backends_failed"
+    assert error["code"] == "all_backends_failed"
     kinds = [a["error_type"] for a in error["attempts"]]
     if case.surface == "api":
         assert kinds == [KIMI_REASON[case.fault], QWEN_TYPE[case.fault]]
@@ -220,15 +253,22 @@ def test_every_case_ends_in_an_answer_or_a_clear_error(matrix: Matrix, case: Cas
 def test_fallback_metric_counts_each_move_with_its_reason(matrix: Matrix) -> None:
     expected: Counter[str] = Counter()
     for case in CASES:
-        if case.surface == "api" and case.fails_mid_stream != "kimi":
+        if case.surface != "api":
+            continue  # Kimi alone: nowhere to move
+        if case.stream and case.fault in KIMI_MID_STREAM:
+            expected["stream_cut"] += 1  # continued on Qwen (and broken again, without fallback)
+        else:
             expected[KIMI_REASON[case.fault]] += 1
     before = counters(matrix.metrics_before, "orchestrator_fallback_total")
     after = counters(matrix.metrics_after, "orchestrator_fallback_total")
     moved: Counter[str] = Counter()
     for labels, value in after.items():
+        increase = int(value - before.get(labels, 0.0))
+        if not increase:
+            continue  # series start at zero for every move the configuration allows
         label = dict(labels)
         assert (label["from_service"], label["to_service"]) == ("kimi", "qwen")
-        moved[label["reason"]] += int(value - before.get(labels, 0.0))
+        moved[label["reason"]] += increase
     assert +moved == +expected
 
 
@@ -257,9 +297,9 @@ async def test_total_deadline_ends_a_hung_call(stack: tuple[Mock, Service]) -> N
         "use_cache": False,
     }
     async with httpx.AsyncClient(base_url=service.url, timeout=ANTI_HANG_S + 10) as client:
-        outcome = await send(client, "/api/ai/query", body)
+        outcome = await send(client, "/api/ai/query", body, headers=ALONE)
     assert outcome.status == 504
-    assert f"within its {TIMEOUT_S:g} s deadline" in _error(outcome)["message"]
+    assert f"did not answer within {TIMEOUT_S:g} s" in _error(outcome)["message"]
 
 
 async def test_first_token_deadline_is_shorter_than_the_total(stack: tuple[Mock, Service]) -> None:
@@ -270,25 +310,30 @@ async def test_first_token_deadline_is_shorter_than_the_total(stack: tuple[Mock,
         "stream": True,
     }
     async with httpx.AsyncClient(base_url=service.url, timeout=ANTI_HANG_S + 10) as client:
-        outcome = await send(client, "/api/ai/query", body)
+        outcome = await send(client, "/api/ai/query", body, headers=ALONE)
     assert outcome.status == 504
-    assert f"sent no token within {FIRST_TOKEN_S:g} s" in _error(outcome)["message"]
+    assert f"sent nothing within {FIRST_TOKEN_S:g} s" in _error(outcome)["message"]
 
 
-async def test_total_deadline_ends_a_stream_that_is_too_slow(stack: tuple[Mock, Service]) -> None:
+async def test_a_healthy_stream_may_outlast_the_plain_deadline(
+    stack: tuple[Mock, Service],
+) -> None:
     _, service = stack
-    # 50 tokens at 10 a second: five seconds, more than the two-second deadline.
+    # 30 tokens at 10 a second: three seconds, more than the two-second plain-call deadline,
+    # but never silent for longer than the idle limit: the stream is not cut.
     body = {
-        "query": unique("Explain why") + " " + directive(tokens=50, tokens_per_second=10),
+        "query": unique("Explain why") + " " + directive(tokens=30, tokens_per_second=10),
         "model": "kimi",
         "stream": True,
     }
     async with httpx.AsyncClient(base_url=service.url, timeout=ANTI_HANG_S + 10) as client:
-        outcome = await send(client, "/api/ai/query", body)
+        outcome = await send(client, "/api/ai/query", body, headers=ALONE)
     assert outcome.status == 200
-    error = json.loads(outcome.error_events[-1].data)["error"]
-    assert error["type"] == "stream_interrupted"
-    assert "deadline" in error["message"]
+    assert not outcome.error_events, outcome.text[-300:]
+    done = outcome.event("done")
+    assert done is not None
+    assert done["finish_reason"] == "stop"
+    assert outcome.seconds > TIMEOUT_S
 
 
 @pytest.fixture
@@ -321,7 +366,12 @@ def test_connect_deadline_fires_long_before_the_total(
         KIMI_TIMEOUT="30",
     ) as service:
         started = time.perf_counter()
-        response = service.query({"query": unique("Explain why"), "model": "kimi"})
+        with service.client() as client:
+            response = client.post(
+                "/api/ai/query",
+                json={"query": unique("Explain why"), "model": "kimi"},
+                headers=ALONE,
+            )
         elapsed = time.perf_counter() - started
     assert response.status_code == 504
     assert response.json()["error"]["attempts"][0]["error_type"] == "timeout"
@@ -360,8 +410,10 @@ BREAKER_TOML = """
 [retry]
 attempts = 1
 [breaker]
-failure_threshold = 3
+minimum_calls = 3
 reset_seconds = 1.0
+half_open_calls = 1
+probe_interval = 0  # the timer alone: tests/integration/test_breaker_probes.py has the probes
 """
 
 
@@ -376,7 +428,9 @@ def test_breaker_opens_skips_the_backend_and_probes_it_back(
 
         def ask(fault: str | None = None, **fields: object) -> httpx.Response:
             text = unique("Explain why") + " " + directive(fault, **fields)
-            return service.query({"query": text, "model": "kimi", "use_cache": False})
+            body = {"query": text, "model": "kimi", "use_cache": False}
+            with service.client() as client:
+                return client.post("/api/ai/query", json=body, headers=ALONE)
 
         def kimi_calls() -> int:
             return int(mock.stats()["by_model"].get("kimi-k2-thinking", 0))
@@ -399,17 +453,23 @@ def test_breaker_opens_skips_the_backend_and_probes_it_back(
         assert moved.status_code == 200
         assert moved.json()["fallback"]["reason"] == "circuit_open"
 
-        # After reset_seconds one slow probe goes through; meanwhile everyone else is refused.
+        # After reset_seconds one slow trial call goes through; meanwhile everyone else is
+        # refused.
         async def probe_while_others_wait() -> tuple[Outcome, list[Outcome]]:
             async with httpx.AsyncClient(base_url=service.url, timeout=ANTI_HANG_S) as client:
                 body = {
                     "query": unique("Explain why") + " " + directive(latency_ms=1000),
                     "model": "kimi",
                 }
-                probe = asyncio.ensure_future(send(client, "/api/ai/query", body))
+                probe = asyncio.ensure_future(send(client, "/api/ai/query", body, headers=ALONE))
                 await asyncio.sleep(0.3)
                 others = [
-                    await send(client, "/api/ai/query", {"query": unique("Why"), "model": "kimi"})
+                    await send(
+                        client,
+                        "/api/ai/query",
+                        {"query": unique("Why"), "model": "kimi"},
+                        headers=ALONE,
+                    )
                     for _ in range(2)
                 ]
                 return await probe, others

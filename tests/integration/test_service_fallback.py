@@ -65,9 +65,23 @@ def test_fallback_shows_in_the_openai_response(kimi_api_service: Service) -> Non
     assert body["aiorch"]["fallback"]["from_service"] == "kimi"
 
 
-def test_a_pinned_model_never_falls_back(kimi_api_service: Service) -> None:
+def test_a_named_model_falls_back_along_its_own_chain(kimi_api_service: Service) -> None:
     prompt = unique("Why? [[mock: fault=http_500 fault_models=kimi]]")
     response = kimi_api_service.query({"query": prompt, "model": "kimi"})
+
+    assert response.status_code == 200, response.text
+    assert response.json()["selected_service"] == "qwen"
+    assert response.json()["fallback"]["from_service"] == "kimi"
+
+
+def test_a_named_model_stays_alone_when_the_client_asks(kimi_api_service: Service) -> None:
+    prompt = unique("Why? [[mock: fault=http_500 fault_models=kimi]]")
+    with kimi_api_service.client() as client:
+        response = client.post(
+            "/api/ai/query",
+            json={"query": prompt, "model": "kimi"},
+            headers={"X-Aiorch-Fallback": "off"},
+        )
 
     assert response.status_code == 502
     attempts = response.json()["error"]["attempts"]

@@ -1,5 +1,6 @@
 """Breakers shared by replicas: the in-process store, the sync between two "replicas" on one
-store (fake clocks, passes driven by hand), a failing store, and two dispatchers end to end.
+store (fake clocks, passes driven by hand), the probe lock, a failing store, and two replicas'
+chains end to end.
 
 The Redis store itself runs against a real redis-server in tests/integration/test_redis.py, and
 two real replicas in tests/integration/test_replicas.py.
@@ -13,19 +14,16 @@ import time
 from collections.abc import Callable, Sequence
 
 import pytest
-from prometheus_client import CollectorRegistry
 
-from aiorch.config import BreakerSettings
-from aiorch.dispatch import Dispatcher
+from aiorch.breaker import BreakerState, CircuitBreaker
 from aiorch.errors import BackendConnectionError
-from aiorch.monitoring.prometheus_metrics import Metrics
-from aiorch.resilience import BreakerState, CircuitBreaker
+from aiorch.service_settings import BreakerSettings
 from aiorch.shared_breakers import BreakerRecord, BreakerSync, MemoryBreakerStore
-from aiorch.types import Service
-from tests.unit.test_resilience import KIMI_FIRST, REQUEST, FakeBackend, sample, settings
+from tests.unit.chain_support import MakeRig, settings
 
-THRESHOLD = 2
+OPEN, HALF_OPEN, CLOSED = BreakerState.OPEN, BreakerState.HALF_OPEN, BreakerState.CLOSED
 RESET = 10.0
+CALLS = 4  # minimum_calls: four failed calls open a breaker
 
 
 class Clock:
@@ -40,17 +38,20 @@ class Replica:
     """One replica's breaker for "kimi" and its sync, on a shared store and clock."""
 
     def __init__(self, store: MemoryBreakerStore, clock: Clock) -> None:
+        self.clock = clock
         self.changes: list[BreakerState] = []
         self.breaker = CircuitBreaker(
-            BreakerSettings(failure_threshold=THRESHOLD, reset_seconds=RESET),
+            BreakerSettings(minimum_calls=CALLS, reset_seconds=RESET, half_open_calls=1),
             on_change=self.changes.append,
             clock=clock,
         )
-        self.sync = BreakerSync(store, {"kimi": self.breaker})
+        self.sync = BreakerSync(store, {"kimi": self.breaker}, retry_interval=1.0, clock=clock)
 
-    def fail(self, times: int = THRESHOLD) -> None:
+    def fail(self, times: int = CALLS) -> None:
         for _ in range(times):
-            self.breaker.record_failure()
+            assert self.breaker.acquire()
+            self.clock.now += 0.01
+            self.breaker.on_failure(0.01)
 
 
 def pair() -> tuple[Replica, Replica, MemoryBreakerStore, Clock]:
@@ -70,23 +71,20 @@ async def sync(*replicas: Replica) -> None:
 async def test_memory_store_records_expire_and_the_probe_lock_has_one_holder() -> None:
     clock = Clock()
     store = MemoryBreakerStore(clock)
-    await store.publish("kimi", BreakerRecord(BreakerState.OPEN, "e1", 5.0))
+    await store.publish("kimi", BreakerRecord(OPEN, "e1", 5.0))
     clock.now += 2.0
     assert await store.read(["kimi", "qwen"]) == {
-        "kimi": BreakerRecord(BreakerState.OPEN, "e1", 3.0),
+        "kimi": BreakerRecord(OPEN, "e1", 3.0),
         "qwen": None,
     }
     clock.now += 3.0
     assert await store.read(["kimi"]) == {"kimi": None}
 
-    assert await store.acquire_probe("kimi", "a", ttl=5.0)
-    assert not await store.acquire_probe("kimi", "b", ttl=5.0)
-    await store.release_probe("kimi", "b")  # not b's to give back
-    assert not await store.acquire_probe("kimi", "b", ttl=5.0)
-    clock.now += 5.0  # a holder that vanished loses it
-    assert await store.acquire_probe("kimi", "b", ttl=5.0)
-    await store.release_probe("kimi", "b")
-    assert await store.acquire_probe("kimi", "a", ttl=5.0)
+    assert await store.acquire_probe("kimi", "a", ttl=2.0)
+    assert not await store.acquire_probe("kimi", "b", ttl=2.0)
+    assert not await store.acquire_probe("kimi", "a", ttl=2.0)  # one probe per round, even a's
+    clock.now += 2.0  # the round is over: whoever asks first probes next
+    assert await store.acquire_probe("kimi", "b", ttl=2.0)
 
 
 # ---------------------------------------------------------------------------- two replicas
@@ -96,72 +94,55 @@ async def test_a_breaker_opened_by_one_replica_is_open_on_the_other() -> None:
     a, b, _, clock = pair()
     await sync(a, b)
     a.fail()
-    assert not a.breaker.allow()
-    assert b.breaker.allow()  # B has not heard yet: the hot path never waits on the store
+    assert not a.breaker.acquire()
+    assert b.breaker.acquire()  # B has not heard yet: the hot path never waits on the store
+    b.breaker.on_release()
     await sync(a, b)
-    assert b.breaker.state is BreakerState.OPEN
-    assert not b.breaker.allow()
-    assert b.changes == [BreakerState.OPEN]  # what drives B's breaker-state gauge
+    assert b.breaker.state is OPEN
+    assert not b.breaker.acquire()
+    assert b.changes == [OPEN]  # what drives B's breaker-state gauge
     # B opens for what is left of A's pause, not a fresh one: both turn half-open together.
     clock.now += RESET - 1
-    assert b.breaker.open_remaining() == pytest.approx(1.0)
+    assert b.breaker.retry_after() == pytest.approx(1.0, abs=0.05)
     clock.now += 1
-    assert b.breaker.state is BreakerState.HALF_OPEN
+    b.breaker.advance()
+    assert b.breaker.state is HALF_OPEN
 
 
-async def test_one_replica_at_a_time_probes_and_its_success_closes_both() -> None:
+async def test_one_replicas_probe_verdict_is_adopted_by_the_others() -> None:
     a, b, _, clock = pair()
     await sync(a, b)
     a.fail()
     await sync(a, b)
-    clock.now += RESET
-    assert a.breaker.state is b.breaker.state is BreakerState.HALF_OPEN
-    assert not a.breaker.allow()  # coordinated: no probe without the store's permit
-    await sync(a, b)  # A asks first and gets the lock; B is refused
-    assert a.breaker.allow()
-    assert not a.breaker.allow()  # one probe, not one per caller
-    assert not b.breaker.allow()
-    await sync(b)
-    assert not b.breaker.allow()  # still A's
-    a.breaker.record_success()
-    assert b.breaker.state is BreakerState.HALF_OPEN
+    assert await a.sync.may_probe("kimi", ttl=2.0)  # A probes this round...
+    assert not await b.sync.may_probe("kimi", ttl=2.0)  # ...and B does not
+    a.breaker.on_probe(True)  # the backend answers A's probe
     await sync(a, b)
-    assert a.breaker.state is b.breaker.state is BreakerState.CLOSED
-    assert b.breaker.allow()
-    assert b.changes == [BreakerState.OPEN, BreakerState.HALF_OPEN, BreakerState.CLOSED]
+    assert b.breaker.state is HALF_OPEN  # B lets its own trial calls through at once
+    clock.now += 2.0
+    assert await a.sync.may_probe("kimi", ttl=2.0)  # the next round's lock
+    a.breaker.on_probe(True)  # one more success closes A (half_open_calls = 1 here)
+    assert a.breaker.state is CLOSED
+    await sync(a, b)
+    assert b.breaker.state is CLOSED
+    assert b.changes == [OPEN, HALF_OPEN, CLOSED]
 
 
-async def test_a_failed_probe_opens_both_for_another_full_pause() -> None:
-    a, b, _, clock = pair()
+async def test_a_failed_probe_publishes_nothing_and_leaves_the_others_as_they_were() -> None:
+    a, b, store, clock = pair()
     await sync(a, b)
     a.fail()
     await sync(a, b)
-    clock.now += RESET
+    published = (await store.read(["kimi"]))["kimi"]
+    clock.now += 2.0
+    a.breaker.on_probe(False)
     await sync(a, b)
-    assert a.breaker.allow()
-    a.breaker.record_failure()
-    await sync(a, b)
-    assert b.breaker.state is BreakerState.OPEN
-    assert b.breaker.open_remaining() == pytest.approx(RESET)
-    # The lock went back with the verdict: after the pause the next probe may be B's.
-    clock.now += RESET
-    await sync(b, a)
-    assert b.breaker.allow()
-    assert not a.breaker.allow()
-
-
-async def test_a_probe_that_never_reports_back_is_replaced_by_another_replicas() -> None:
-    a, b, _, clock = pair()
-    await sync(a, b)
-    a.fail()
-    await sync(a, b)
-    clock.now += RESET
-    await sync(a, b)
-    assert a.breaker.allow()  # A's probe hangs: no verdict, no release
-    clock.now += RESET
-    await sync(b)  # the lock has expired
-    assert b.breaker.allow()
-    assert not a.breaker.allow()  # A's stale permit is gone with its lock
+    record = (await store.read(["kimi"]))["kimi"]
+    assert published is not None
+    assert record is not None
+    assert (record.state, record.event) == (OPEN, published.event)
+    assert a.breaker.state is b.breaker.state is OPEN
+    assert b.breaker.retry_after() == pytest.approx(RESET - 2.0, abs=0.05)  # not lengthened
 
 
 async def test_a_replica_that_starts_late_learns_an_open_breaker() -> None:
@@ -172,8 +153,8 @@ async def test_a_replica_that_starts_late_learns_an_open_breaker() -> None:
     clock.now += 3.0
     late = Replica(store, clock)
     await sync(late)
-    assert late.breaker.state is BreakerState.OPEN
-    assert late.breaker.open_remaining() == pytest.approx(RESET - 3.0)
+    assert late.breaker.state is OPEN
+    assert late.breaker.retry_after() == pytest.approx(RESET - 3.0, abs=0.05)
 
 
 async def test_a_stale_record_read_during_an_own_transition_does_not_undo_it() -> None:
@@ -181,12 +162,12 @@ async def test_a_stale_record_read_during_an_own_transition_does_not_undo_it() -
     clock = Clock()
     store = RacingStore(clock)
     a, b = Replica(store, clock), Replica(store, clock)
-    await store.publish("kimi", BreakerRecord(BreakerState.CLOSED, "someone-else", RESET))
+    await store.publish("kimi", BreakerRecord(CLOSED, "someone-else", RESET))
     store.during_read = a.fail  # A's breaker opens while its pass waits on the store
     await sync(a)
-    assert a.breaker.state is BreakerState.OPEN
+    assert a.breaker.state is OPEN
     await sync(a, b)  # the next pass publishes A's opening
-    assert a.breaker.state is b.breaker.state is BreakerState.OPEN
+    assert a.breaker.state is b.breaker.state is OPEN
 
 
 class RacingStore(MemoryBreakerStore):
@@ -211,11 +192,18 @@ class BrokenStore(MemoryBreakerStore):
     def __init__(self, clock: Clock) -> None:
         super().__init__(clock)
         self.broken = False
+        self.reads = 0
 
     async def read(self, services: Sequence[str]) -> dict[str, BreakerRecord | None]:
+        self.reads += 1
         if self.broken:
             raise ConnectionError("Redis is gone")
         return await super().read(services)
+
+    async def acquire_probe(self, service: str, owner: str, ttl: float) -> bool:
+        if self.broken:
+            raise ConnectionError("Redis is gone")
+        return await super().acquire_probe(service, owner, ttl)
 
 
 async def test_when_the_store_fails_breakers_work_alone_and_it_is_logged_once(
@@ -228,27 +216,28 @@ async def test_when_the_store_fails_breakers_work_alone_and_it_is_logged_once(
     store.broken = True
     with caplog.at_level(logging.WARNING, logger="aiorch.shared_breakers"):
         assert not await a.sync.sync_once()
+        reads = store.reads
         assert not await a.sync.sync_once()
+        assert store.reads == reads  # resting: not asked again within the retry interval
         a.fail()  # still opens on its own failures
-        assert not a.breaker.allow()
-        clock.now += RESET
-        assert a.breaker.allow()  # and probes without a permit nobody could grant
-        a.breaker.record_failure()
-        assert not await a.sync.sync_once()
+        assert not a.breaker.acquire()
+        assert await a.sync.may_probe("kimi", ttl=2.0)  # probes for itself
+        clock.now += 1.0
+        assert not await a.sync.sync_once()  # tried again, failed again: not logged again
+        assert store.reads == reads + 1
     failures = [r for r in caplog.records if "Redis failed" in r.getMessage()]
     assert len(failures) == 1  # once per incident, not once per pass
     caplog.clear()
     store.broken = False
+    clock.now += 1.0
     with caplog.at_level(logging.WARNING, logger="aiorch.shared_breakers"):
         assert await a.sync.sync_once()
         assert await a.sync.sync_once()
-    assert [r.getMessage() for r in caplog.records] == [
-        "circuit breakers: Redis recovered; breaker state is shared again"
-    ]
+    assert [r.getMessage() for r in caplog.records] == ["circuit breakers: Redis recovered"]
     # The opening made while Redis was gone was published once it came back.
     record = (await store.read(["kimi"]))["kimi"]
     assert record is not None
-    assert record.state is BreakerState.OPEN
+    assert record.state is OPEN
 
 
 async def test_a_hung_store_costs_the_background_pass_a_bounded_wait_only() -> None:
@@ -258,41 +247,35 @@ async def test_a_hung_store_costs_the_background_pass_a_bounded_wait_only() -> N
             raise AssertionError("unreachable")
 
     breaker = CircuitBreaker(BreakerSettings())
-    sync_ = BreakerSync(HungStore(), {"kimi": breaker}, timeout=0.05)
+    sync_ = BreakerSync(HungStore(), {"kimi": breaker}, retry_interval=1.0, timeout=0.05)
     assert not await asyncio.wait_for(sync_.sync_once(), timeout=30)
     assert sync_.degraded
 
 
-# ---------------------------------------------------------------------------- two dispatchers
+# ---------------------------------------------------------------------------- two replicas
 
 
-async def test_two_dispatchers_on_one_store_skip_a_dead_backend_together() -> None:
+async def test_two_replicas_on_one_store_skip_a_dead_backend_together(
+    make_rig: MakeRig,
+) -> None:
     s = settings(
-        breaker={"failure_threshold": THRESHOLD, "reset_seconds": 60.0}, retry={"attempts": 1}
+        breaker={"minimum_calls": CALLS, "reset_seconds": 60.0, "probe_interval": 0},
+        retry={"attempts": 1},
     )
     store = MemoryBreakerStore()
-    replicas = []
-    for _ in range(2):
-        registry = CollectorRegistry()
-        backends = {service: FakeBackend(s.backend(service)) for service in Service}
-        dispatcher = Dispatcher(s, backends, Metrics(registry), store, sync_interval=0.01)
-        replicas.append((dispatcher, backends, registry))
-    (a, a_backends, _), (b, b_backends, b_registry) = replicas
-    try:
-        a_backends[Service.KIMI].errors = [BackendConnectionError("down")] * THRESHOLD
-        for _ in range(THRESHOLD):
-            assert (await a.chain(KIMI_FIRST, REQUEST)).service is Service.QWEN
+    a, b = make_rig(s, store), make_rig(s, store)
+    a.backends["kimi"].errors = [BackendConnectionError("down")] * CALLS
+    for _ in range(CALLS):
+        started, _, _ = await a.run(a.kimi_first)
+        assert started.service == "qwen"
 
-        deadline = time.monotonic() + 30  # anti-hang only: a pass takes milliseconds
-        while sample(b_registry, "orchestrator_circuit_breaker_state", service="kimi") != 2:
-            assert time.monotonic() < deadline, "B never saw the breaker open"
-            await asyncio.sleep(0.01)
+    deadline = time.monotonic() + 30  # anti-hang only: a pass takes half a second
+    while b.sample("orchestrator_circuit_breaker_state", service="kimi") != 2:
+        assert time.monotonic() < deadline, "B never saw the breaker open"
+        await asyncio.sleep(0.01)
 
-        answer = await b.chain(KIMI_FIRST, REQUEST)
-        assert answer.service is Service.QWEN
-        assert answer.fallback is not None
-        assert answer.fallback.reason == "circuit_open"
-        assert b_backends[Service.KIMI].calls == 0  # B never called the dead backend
-    finally:
-        await a.close()
-        await b.close()
+    started, _, ended = await b.run(b.kimi_first)
+    assert started.service == "qwen"
+    assert ended.fallback is not None
+    assert ended.fallback.reason == "circuit_open"
+    assert b.backends["kimi"].calls == []  # B never called the dead backend
