@@ -1,184 +1,120 @@
-"""`python -m benchmarks.overhead`: added latency and throughput ceilings of aiorch, in one run.
+"""`python -m benchmarks.overhead`: what aiorch costs per request, beside a bare forwarder, one run.
 
-Starts the mock upstream and `aiorch serve` (one worker unless told otherwise) on free loopback
-ports, then measures the same requests straight to the mock and through aiorch:
+Starts the mock upstream, the bare forwarder (`forwarder.py`) and `aiorch serve` (one worker
+unless told otherwise; several builds at once with `--aiorch NAME=PYTHON`) on free loopback
+ports, then measures, `--runs` times over:
 
-  zero-delay upstream (pure gateway cost)
-    c=1, c=N          closed loop: latency at one connection, throughput ceiling at N
-    cache hit c=1/c=N the same query every time through aiorch (answered from the cache)
-    open R/s          open loop at fixed rates, latency from the intended send time
-    stream c=1        /v1/chat/completions streamed: time to first text and to the end
-  fixed-delay upstream (realistic numbers in flight), via the mock's runtime config
-    c=N, open R/s
+  c=1, c=N      closed loop (wrk if installed): straight to the mock, through the forwarder
+                (/v1 and /api shaped), through each build (/v1 and /api, misses and cache hits)
+  stream c=1    /v1/chat/completions streamed: the mock, the forwarder, each build
+  open R/s      (with --rates) open loop at fixed rates, latency from the intended send
+  D ms          (with --delay-ms) the same misses against a fixed-delay upstream
 
-Through aiorch every request is a cache miss (a unique query, classified as code and routed to
-Qwen) unless the scenario says "cache hit". Straight to the mock, the body is the one aiorch sends.
+Every row reports the server under test's CPU time per completed request (its process tree, from
+/proc via psutil, over the measurement) and, for aiorch, the ratio to the forwarder's of the same
+endpoint in the same run. The generators run in their own processes (wrk) or in this one, never
+in a measured server. Figures are medians over the runs; each run's figures are printed too.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
-from statistics import median
 
 import click
 import msgspec
 import psutil
 
 from aiorch.bench.report import make_console
-from aiorch.bench.targets import HttpTarget
 from benchmarks.overhead import servers
-from benchmarks.overhead.generators import (
-    RawPost,
-    Result,
-    Shape,
-    combine,
-    run_python,
-    run_wrk,
-    write_json,
-    wrk_path,
-)
-from benchmarks.overhead.servers import Proc, Sampler, Usage, probe, set_delay, settings_block
-from benchmarks.overhead.shapes import (
-    AIORCH_HEADERS,
-    AIORCH_PATH,
-    DIRECT,
-    DIRECT_HEADERS,
-    HIT,
-    MISS,
-    QUERY,
-    QWEN_MODEL,
-    UPSTREAM_KEY,
-    UPSTREAM_PATH,
-)
-from benchmarks.overhead.table import Row, checks, diffs_of, render, render_checks
+from benchmarks.overhead.generators import RawPost, Result, run_python, run_wrk, write_json
+from benchmarks.overhead.generators import wrk_path as find_wrk
+from benchmarks.overhead.servers import Proc, Sampler, set_delay, settings_block
+from benchmarks.overhead.shapes import QUERY
+from benchmarks.overhead.subjects import Subject, closed_loop, misses, streamed
+from benchmarks.overhead.summary import Row, checks, summarise
+from benchmarks.overhead.table import render_checks, render_details, render_headline, render_runs
+
+ZERO = "zero-delay"
 
 
 class Bench:
-    """Runs phases against the two servers and keeps the rows.
+    """Measures subjects one after the other and keeps a row for each."""
 
-    Each phase is cut into `rounds` slices that alternate between the paths (direct, aiorch,
-    direct, aiorch, ...), and each figure is the median over the slices: a burst of load from
-    elsewhere on the machine then spoils one slice of each path instead of one whole path.
-    """
-
-    def __init__(
-        self,
-        mock: Proc,
-        aiorch: Proc,
-        *,
-        duration: float,
-        use_wrk: bool,
-        threads: int,
-        rounds: int = 1,
-    ) -> None:
-        self.mock, self.aiorch = mock, aiorch
-        self.use_wrk, self.threads, self.rounds = use_wrk, threads, rounds
-        self.duration = duration / rounds  # one slice
+    def __init__(self, mock: Proc, *, duration: float, use_wrk: bool, threads: int) -> None:
+        self.mock = mock
+        self.duration, self.use_wrk, self.threads = duration, use_wrk, threads
+        self.run = 0
         self.rows: list[Row] = []
         self.console = make_console(stderr=True)
 
-    def _sampled(self, go: Callable[[], Result]) -> tuple[Result, Usage, Usage]:
-        with (
-            Sampler(self.aiorch.process.pid) as on_aiorch,
-            Sampler(self.mock.process.pid) as on_mock,
-        ):
+    def measure(
+        self, upstream: str, scenario: str, subject: Subject, go: Callable[[], Result]
+    ) -> Row:
+        with Sampler(subject.server.process.pid) as server, Sampler(self.mock.process.pid) as mock:
             result = go()
-        assert on_aiorch.usage is not None
-        assert on_mock.usage is not None
-        return result, on_aiorch.usage, on_mock.usage
+        assert server.usage is not None
+        assert mock.usage is not None
+        row = Row(
+            run=self.run,
+            upstream=upstream,
+            scenario=scenario,
+            label=subject.label,
+            kind=subject.kind,
+            endpoint=subject.endpoint,
+            hit=subject.hit,
+            build=subject.build,
+            result=result,
+            cpu_us=round(server.usage.cpu_seconds * 1e6 / max(result.requests, 1), 1),
+            system_us=round(server.usage.system_seconds * 1e6 / max(result.requests, 1), 1),
+            cpu_percent=server.usage.cpu_percent,
+            peak_rss_mb=server.usage.peak_rss_mb,
+            mock_cpu_percent=mock.usage.cpu_percent,
+        )
+        ttft = "" if result.ttft_p50 is None else f"  ttft {result.ttft_p50:7.3f} ms"
+        self.console.print(
+            f"  run {self.run + 1} {upstream:>10} {scenario:<11} {subject.label:<16}"
+            f" {result.rate:>8,.0f}/s  p50 {result.p50:7.3f} ms{ttft}  p99 {result.p99:8.3f} ms"
+            f"  CPU {row.cpu_us:6,.0f} us/req  errors {result.errors}"
+        )
+        self.rows.append(row)
+        return row
 
-    def measure_paths(
-        self, upstream: str, scenario: str, runs: dict[str, Callable[[], Result]]
-    ) -> list[Row]:
-        slices: dict[str, list[tuple[Result, Usage, Usage]]] = {path: [] for path in runs}
-        for _ in range(self.rounds):
-            for path, go in runs.items():
-                slices[path].append(self._sampled(go))
-        rows = []
-        for path, got in slices.items():
-            result = combine([r for r, _, _ in got])
-            direct = path == "direct"
-            row = Row(
-                upstream=upstream,
-                scenario=scenario,
-                path=path,
-                result=result,
-                aiorch_cpu_percent=None if direct else median(a.cpu_percent for _, a, _ in got),
-                aiorch_peak_rss_mb=None if direct else max(a.peak_rss_mb for _, a, _ in got),
-                mock_cpu_percent=median(m.cpu_percent for _, _, m in got),
-                slices=[r for r, _, _ in got],
-            )
-            self.console.print(
-                f"  {upstream:>10}  {scenario:<16} {path:<7} {result.rate:>9,.0f}/s"
-                f"  p50 {result.p50:8.3f} ms  p99 {result.p99:8.3f} ms  errors {result.errors}"
-            )
-            self.rows.append(row)
-            rows.append(row)
-        return rows
-
-    def measure(self, upstream: str, scenario: str, path: str, go: Callable[[], Result]) -> Row:
-        return self.measure_paths(upstream, scenario, {path: go})[0]
-
-    def closed(self, direct: bool, shape: Shape, connections: int, unique: bool = True) -> Result:
-        base = self.mock.url if direct else self.aiorch.url
-        path = UPSTREAM_PATH if direct else AIORCH_PATH
-        headers = DIRECT_HEADERS if direct else AIORCH_HEADERS
+    def closed(self, subject: Subject, connections: int) -> Result:
         if self.use_wrk:
             return run_wrk(
-                base,
-                path,
-                headers,
-                shape,
+                subject.server.url,
+                subject.path,
+                subject.headers,
+                subject.shape,
                 connections=connections,
                 duration=self.duration,
                 threads=self.threads,
-                unique=unique,
+                unique=subject.unique,
             )
-        return self.python(direct, shape, concurrency=connections, unique=unique)
+        return self.python(subject, concurrency=connections)
 
     def python(
-        self,
-        direct: bool,
-        shape: Shape,
-        *,
-        concurrency: int = 1,
-        rate: float | None = None,
-        unique: bool = True,
+        self, subject: Subject, *, concurrency: int = 1, rate: float | None = None
     ) -> Result:
-        base = self.mock.url if direct else self.aiorch.url
-        path = UPSTREAM_PATH if direct else AIORCH_PATH
-        headers = DIRECT_HEADERS if direct else AIORCH_HEADERS
+        url = subject.server.url + subject.path
         pool = max(concurrency, 4096 if rate else 1)
         return run_python(
-            lambda: RawPost(base + path, headers, shape, unique=unique, pool=pool),
+            lambda: RawPost(url, subject.headers, subject.shape, unique=subject.unique, pool=pool),
             query=QUERY,
             duration=self.duration,
             concurrency=concurrency,
             rate=rate,
         )
 
-    def stream(self, direct: bool) -> Result:
-        def target() -> HttpTarget:
-            if direct:
-                return HttpTarget(
-                    self.mock.url,
-                    endpoint="chat",
-                    stream=True,
-                    model=QWEN_MODEL,
-                    api_key=UPSTREAM_KEY,
-                )
-            return HttpTarget(self.aiorch.url, endpoint="chat", stream=True, model="qwen")
-
-        return run_python(target, query=QUERY, duration=self.duration)
-
-    def pair(self, upstream: str, scenario: str, run: Callable[[bool], Result]) -> None:
-        self.measure_paths(
-            upstream, scenario, {"direct": lambda: run(True), "aiorch": lambda: run(False)}
-        )
+    def stream(self, subject: Subject) -> Result:
+        return run_python(subject.stream_target, query=QUERY, duration=self.duration)
 
 
 def _rates(text: str) -> list[float]:
@@ -188,85 +124,96 @@ def _rates(text: str) -> list[float]:
         raise click.BadParameter(f"expected comma-separated numbers, got {text!r}") from None
 
 
-def phases(
+def _builds(specs: tuple[str, ...]) -> dict[str, str]:
+    if not specs:
+        return {"aiorch": sys.executable}
+    builds: dict[str, str] = {}
+    for spec in specs:
+        name, sep, python = spec.partition("=")
+        if not sep or not name.isidentifier() or not python or name in builds:
+            raise click.BadParameter(
+                f"expected a new NAME=PYTHON, got {spec!r}", param_hint="--aiorch"
+            )
+        builds[name] = python
+    return builds
+
+
+def one_run(
     bench: Bench,
+    subjects: list[Subject],
     connections: int,
     open_rates: list[float],
     slow_rates: list[float],
     delay_ms: float | None,
-) -> dict[str, float]:
-    """Every measured phase, in order; returns the generator ceilings."""
-    zero = "zero-delay"
-
-    def closed(c: int) -> Callable[[bool], Result]:
-        return lambda direct: bench.closed(direct, DIRECT if direct else MISS, c)
-
-    def opened(rate: float) -> Callable[[bool], Result]:
-        return lambda direct: bench.python(direct, DIRECT if direct else MISS, rate=rate)
-
-    def hit(c: int) -> Callable[[], Result]:
-        return lambda: bench.closed(False, HIT, c, unique=False)
-
+) -> None:
+    """Every phase once. The order of the subjects turns by one each run, so that none is always
+    measured first (right after a phase change) or last."""
+    turn = bench.run % len(subjects)
+    order = subjects[turn:] + subjects[:turn]
     for c in (1, connections):
-        bench.pair(zero, f"c={c}", closed(c))
-    for c in (1, connections):
-        bench.measure(zero, f"cache hit c={c}", "aiorch", hit(c))
+        for subject in order:
+            bench.measure(ZERO, f"c={c}", subject, partial(bench.closed, subject, c))
+    for subject in streamed(order):
+        bench.measure(ZERO, "stream c=1", subject, partial(bench.stream, subject))
     for rate in open_rates:
-        bench.pair(zero, f"open {rate:g}/s", opened(rate))
-    bench.pair(zero, "stream c=1", bench.stream)
-    ceilings: dict[str, float] = {}
+        for subject in misses(order):
+            bench.measure(
+                ZERO, f"open {rate:g}/s", subject, partial(bench.python, subject, rate=rate)
+            )
+    if delay_ms is None:
+        return
+    set_delay(bench.mock, delay_ms)
+    try:
+        slow = f"{delay_ms:g} ms"
+        for subject in misses(order):
+            bench.measure(
+                slow, f"c={connections}", subject, partial(bench.closed, subject, connections)
+            )
+        for rate in slow_rates:
+            for subject in misses(order):
+                bench.measure(
+                    slow, f"open {rate:g}/s", subject, partial(bench.python, subject, rate=rate)
+                )
+    finally:
+        set_delay(bench.mock, 0)
+
+
+def ceilings(bench: Bench, upstream: Subject, connections: int) -> dict[str, float]:
+    """What the generators and the mock can do at all: well above every rate measured, or the
+    rows measure them rather than the server."""
+    found: dict[str, float] = {}
     if bench.use_wrk:
-        row = bench.measure(
-            zero,
-            "ceiling",
-            "healthz",
-            lambda: run_wrk(
-                bench.mock.url,
-                "/healthz",
-                {},
-                ("", ""),
-                connections=connections,
-                duration=bench.duration,
-                threads=bench.threads,
-                unique=False,
-                method="GET",
-            ),
+        result = run_wrk(
+            bench.mock.url,
+            "/healthz",
+            {},
+            ("", ""),
+            connections=connections,
+            duration=bench.duration,
+            threads=bench.threads,
+            unique=False,
+            method="GET",
         )
-        ceilings[f"wrk, GET /healthz of the mock, c={connections}"] = row.result.rate
-    row = bench.measure(
-        zero,
-        "ceiling",
-        "direct",
-        lambda: bench.python(
-            True,
-            DIRECT,
-            concurrency=connections,
-        ),
-    )
-    ceilings[f"python generator, POST to the mock, c={connections}"] = row.result.rate
-    if delay_ms is not None:
-        set_delay(bench.mock, delay_ms)
-        try:
-            slow = f"{delay_ms:g} ms"
-            bench.pair(slow, f"c={connections}", closed(connections))
-            for rate in slow_rates:
-                bench.pair(slow, f"open {rate:g}/s", opened(rate))
-        finally:
-            set_delay(bench.mock, 0)
-    return ceilings
+        found[f"wrk, GET /healthz of the mock, c={connections}"] = result.rate
+    result = bench.python(upstream, concurrency=connections)
+    found[f"python generator, POST to the mock, c={connections}"] = result.rate
+    return found
 
 
 @click.command(context_settings={"show_default": True, "max_content_width": 100})
-@click.option("--duration", type=click.FloatRange(1), default=6.0, help="Seconds per phase.")
-@click.option(
-    "--rounds",
-    type=click.IntRange(1),
-    default=3,
-    help="Slices per phase, alternating direct/aiorch; figures are medians over slices.",
-)
+@click.option("--duration", type=click.FloatRange(1), default=4.0, help="Seconds per measurement.")
+@click.option("--runs", type=click.IntRange(1), default=5, help="Whole runs; figures are medians.")
 @click.option("--connections", type=click.IntRange(2), default=32, help="Closed-loop c=N.")
-@click.option("--rates", default="200,1000", help="Open-loop rates (req/s), zero delay.")
-@click.option("--delay-ms", type=click.FloatRange(0), default=100.0, help="Fixed-delay variant.")
+@click.option(
+    "--aiorch",
+    "aiorch_builds",
+    multiple=True,
+    metavar="NAME=PYTHON",
+    help="An aiorch build under test: NAME labels its rows, PYTHON (a venv's interpreter) runs "
+    "`-m aiorch serve`. Repeat to measure several builds in one run. Default: aiorch=this python.",
+)
+@click.option("--rates", default="", help="Open-loop rates (req/s), zero delay, e.g. 200,1000.")
+@click.option("--delay-ms", type=click.FloatRange(0), default=None, help="Fixed-delay phases.")
 @click.option("--delay-rates", default="200,1000", help="Open-loop rates with the delay.")
 @click.option("--tokens", type=click.IntRange(1), default=30, help="Answer length (mock).")
 @click.option(
@@ -277,104 +224,94 @@ def phases(
 )
 @click.option("--wrk-threads", type=click.IntRange(1), default=1)
 @click.option("--aiorch-workers", type=click.IntRange(1), default=1)
-@click.option("--skip-delay", is_flag=True, help="Only the zero-delay upstream.")
 @click.option(
     "--json",
     "json_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Write every figure and setting here.",
+    help="Write every row, figure and setting here.",
 )
 def main(
     duration: float,
-    rounds: int,
+    runs: int,
     connections: int,
+    aiorch_builds: tuple[str, ...],
     rates: str,
-    delay_ms: float,
+    delay_ms: float | None,
     delay_rates: str,
     tokens: int,
     generator: str,
     wrk_threads: int,
     aiorch_workers: int,
-    skip_delay: bool,
     json_path: Path | None,
 ) -> None:
-    """Measure what aiorch adds: straight to the mock upstream vs through aiorch, one run."""
+    """Measure what aiorch costs: the mock, a bare forwarder and aiorch, side by side."""
     open_rates, slow_rates = _rates(rates), _rates(delay_rates)
-    if duration / rounds < 1:
-        raise click.BadParameter("each slice (--duration / --rounds) must last at least 1 s")
-    use_wrk = generator == "wrk" or (generator == "auto" and wrk_path() is not None)
-    if generator == "wrk" and wrk_path() is None:
+    builds = _builds(aiorch_builds)
+    use_wrk = generator == "wrk" or (generator == "auto" and find_wrk() is not None)
+    if generator == "wrk" and find_wrk() is None:
         raise click.ClickException("--generator wrk: wrk is not installed (apt-get install wrk)")
     out, err = make_console(), make_console(stderr=True)
-    load = psutil.getloadavg()[0]
-    if load > 0.5 * (os.cpu_count() or 1):
-        err.print(
-            f"[yellow]warning: load average {load:.2f} before the run: figures will be "
-            "noisy; compare only rows of this run[/yellow]"
+    cores = {name: servers.core_info(python) for name, python in builds.items()}
+    started_at, loads = time.perf_counter(), []
+    with ExitStack() as stack:
+        mock_port = servers.free_port()
+        mock = stack.enter_context(
+            servers.started(
+                "mock", servers.mock_argv(mock_port, tokens), servers.clean_env(), mock_port
+            )
         )
-    started = time.perf_counter()
-    mock_port, aiorch_port = servers.free_port(), servers.free_port()
-    mock_env, aiorch_argv = servers.clean_env(), servers.aiorch_argv(aiorch_port, aiorch_workers)
-    with servers.started("mock", servers.mock_argv(mock_port, tokens), mock_env, mock_port) as mock:
-        with servers.started(
-            "aiorch", aiorch_argv, servers.aiorch_env(mock.url), aiorch_port
-        ) as aiorch:
-            route = probe(aiorch)
-            settings = settings_block(
-                aiorch_port,
-                aiorch_workers,
-                route,
-                tokens,
-                delay_ms,
-                use_wrk,
-                wrk_threads,
-                duration,
-                rounds,
+        port = servers.free_port()
+        forwarder = stack.enter_context(
+            servers.started(
+                "forwarder", servers.forwarder_argv(port, mock.url), servers.clean_env(), port
             )
-            err.print(f"aiorch {aiorch.url} -> mock {mock.url}; miss path: {route}")
-            # Warm-up, not reported: connection pools, the interpreter's caches, allocations.
-            warm = Bench(mock, aiorch, duration=1.0, use_wrk=use_wrk, threads=wrk_threads)
-            warm.closed(True, DIRECT, connections)
-            warm.closed(False, MISS, connections)
-            bench = Bench(
-                mock,
-                aiorch,
-                duration=duration,
-                use_wrk=use_wrk,
-                threads=wrk_threads,
-                rounds=rounds,
+        )
+        servers.probe_forwarder(forwarder)
+        procs: dict[str, Proc] = {}
+        for name, python in builds.items():
+            port = servers.free_port()
+            argv = servers.aiorch_argv(port, aiorch_workers, python)
+            procs[name] = stack.enter_context(
+                servers.started(name, argv, servers.aiorch_env(mock.url), port)
             )
-            ceilings = phases(
-                bench, connections, open_rates, slow_rates, None if skip_delay else delay_ms
+            cores[name]["miss_path"] = servers.probe(procs[name])
+            err.print(f"{name}: {cores[name]['commit']} at {procs[name].url} -> mock {mock.url}")
+        subjects = closed_loop(mock, forwarder, procs)
+        # Warm-up, not reported: connection pools, the interpreter's caches, allocations.
+        warm = Bench(mock, duration=1.0, use_wrk=use_wrk, threads=wrk_threads)
+        for subject in subjects:
+            warm.closed(subject, connections)
+        bench = Bench(mock, duration=duration, use_wrk=use_wrk, threads=wrk_threads)
+        for run in range(runs):
+            bench.run = run
+            load = [round(x, 2) for x in psutil.getloadavg()]
+            loads.append(load)
+            busy = (
+                " (busy: compare only rows of this run)"
+                if load[0] > 0.5 * (os.cpu_count() or 1)
+                else ""
             )
-    rows = [r for r in bench.rows if r.scenario != "ceiling"]
-    diffs = diffs_of(rows)
-    for row in rows:
-        if (row.upstream, row.scenario, row.path) == ("zero-delay", f"c={connections}", "direct"):
-            name = f"{row.result.generator}, POST to the mock, c={connections}"
-            ceilings[name] = row.result.rate
-    results = checks(diffs, rows, connections)
+            err.print(f"run {run + 1} of {runs}: load average {load}{busy}")
+            one_run(bench, subjects, connections, open_rates, slow_rates, delay_ms)
+        limits = ceilings(bench, subjects[0], connections)
+    loads.append([round(x, 2) for x in psutil.getloadavg()])
+    figures = summarise(bench.rows, next(iter(builds)) if len(builds) > 1 else None)
+    results = checks(figures, list(builds), connections)
     out.print()
-    render(rows, diffs, out)
-    notes = [
-        f"  {r.upstream} {r.scenario} {r.path}: the generator sent late (lag p99 "
-        f"{r.result.lag_p99:.1f} ms); that row measures the generator as much as the server"
-        for r in rows
-        if r.result.lag_p99 is not None and r.result.lag_p99 > 5.0
-    ]
-    if notes:
-        out.print("[yellow]notes:[/yellow]")
-        for note in notes:
-            out.print(note)
-        out.print()
+    render_headline(figures, connections, runs, out)
+    render_runs(figures, connections, runs, out)
+    render_details(figures, out)
     out.print("[bold]load generator and mock ceilings[/bold] (zero-delay mock):")
-    for name, value in ceilings.items():
+    for name, value in limits.items():
         out.print(f"  {name}: {value:,.0f} requests/s")
     out.print()
     render_checks(results, out)
-    end_load = [round(x, 2) for x in psutil.getloadavg()]
+    settings = settings_block(
+        cores, aiorch_workers, tokens, delay_ms, use_wrk, wrk_threads, duration, runs
+    )
     out.print(
-        f"\nwhole run {time.perf_counter() - started:.0f} s; load average at the end {end_load}"
+        f"\nwhole run {time.perf_counter() - started_at:.0f} s; load average at the start of "
+        f"each run and at the end: {loads}"
     )
     out.print(f"settings: {json.dumps(settings)}", soft_wrap=True)
     if json_path is not None:
@@ -382,9 +319,10 @@ def main(
             json_path,
             {
                 "settings": settings,
+                "load_averages": loads,
                 "rows": msgspec.to_builtins(bench.rows),
-                "added": [msgspec.to_builtins(d) for d in diffs.values()],
-                "ceilings_rps": ceilings,
+                "figures": msgspec.to_builtins(figures),
+                "ceilings_rps": limits,
                 "targets": msgspec.to_builtins(results),
             },
         )

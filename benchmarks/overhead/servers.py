@@ -27,7 +27,15 @@ import click
 import psutil
 
 from benchmarks.overhead.generators import FAST, wrk_version
-from benchmarks.overhead.shapes import AIORCH_PATH, HIT, QUERY, QWEN_MODEL, UPSTREAM_KEY
+from benchmarks.overhead.shapes import (
+    AIORCH_PATH,
+    CHAT_HIT,
+    CHAT_PATH,
+    HIT,
+    QUERY,
+    QWEN_MODEL,
+    UPSTREAM_KEY,
+)
 
 
 def free_port() -> int:
@@ -109,9 +117,10 @@ def mock_argv(port: int, tokens: int) -> list[str]:
     ]
 
 
-def aiorch_argv(port: int, workers: int) -> list[str]:
+def aiorch_argv(port: int, workers: int, python: str = sys.executable) -> list[str]:
+    """`aiorch serve` as run by `python`: another venv measures another build of aiorch."""
     return [
-        sys.executable,
+        python,
         "-m",
         "aiorch",
         "serve",
@@ -122,6 +131,22 @@ def aiorch_argv(port: int, workers: int) -> list[str]:
         "--log-level",
         "warning",
         "--no-access-log",
+    ]
+
+
+def forwarder_argv(port: int, upstream: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "benchmarks.overhead.forwarder",
+        "--port",
+        str(port),
+        "--upstream",
+        upstream,
+        "--api-key",
+        UPSTREAM_KEY,
+        "--model",
+        QWEN_MODEL,
     ]
 
 
@@ -138,6 +163,8 @@ def aiorch_env(upstream: str) -> dict[str, str]:
 
 @dataclass
 class Usage:
+    cpu_seconds: float  # user + system of the process tree over the phase
+    system_seconds: float  # of which in the kernel (system calls: the sockets, mostly)
     cpu_percent: float  # of one core, averaged over the phase
     peak_rss_mb: float
 
@@ -149,7 +176,7 @@ class Sampler:
     pid: int
     usage: Usage | None = None  # set when the phase ends
     _peak: float = 0.0
-    _cpu0: float = 0.0
+    _cpu0: tuple[float, float] = (0.0, 0.0)
     _t0: float = 0.0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -158,13 +185,15 @@ class Sampler:
         root = psutil.Process(self.pid)
         return [root, *root.children(recursive=True)]
 
-    def _cpu(self) -> float:
-        total = 0.0
+    def _cpu(self) -> tuple[float, float]:
+        """User + system seconds, and system seconds, of the process tree so far."""
+        total = system = 0.0
         for proc in self._tree():
             with contextlib.suppress(psutil.Error):
                 times = proc.cpu_times()
                 total += times.user + times.system
-        return total
+                system += times.system
+        return total, system
 
     def _rss(self) -> float:
         total = 0
@@ -188,10 +217,12 @@ class Sampler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+        total, system = self._cpu()
+        spent = total - self._cpu0[0]
         self.usage = Usage(
-            cpu_percent=round(
-                100 * (self._cpu() - self._cpu0) / max(time.perf_counter() - self._t0, 1e-9), 1
-            ),
+            cpu_seconds=spent,
+            system_seconds=system - self._cpu0[1],
+            cpu_percent=round(100 * spent / max(time.perf_counter() - self._t0, 1e-9), 1),
             peak_rss_mb=round(max(self._peak, self._rss()), 1),
         )
 
@@ -204,16 +235,33 @@ def _post_json(url: str, body: dict[str, object], headers: dict[str, str]) -> di
 
 
 def probe(aiorch: Proc) -> str:
-    """Check the measured paths before timing them: a miss goes to Qwen, a repeat is a hit."""
+    """Check the measured paths before timing them: misses reach Qwen, repeats are cache hits."""
     miss = _post_json(aiorch.url + AIORCH_PATH, {"query": f"{QUERY} (request probe)"}, {})
     if miss.get("selected_service") != "qwen" or miss.get("offline"):
-        raise click.ClickException(f"the miss path does not reach Qwen on the mock: {miss}")
-    hit_body = json.loads(HIT[0] + HIT[1])
-    _post_json(aiorch.url + AIORCH_PATH, hit_body, {})
-    hit = _post_json(aiorch.url + AIORCH_PATH, hit_body, {})
-    if not hit.get("cached"):
-        raise click.ClickException(f"the hit path is not served from the cache: {hit}")
+        raise click.ClickException(f"{aiorch.name}: /api misses do not reach Qwen: {miss}")
+    chat_miss = json.loads(CHAT_HIT[0] + " probe" + CHAT_HIT[1])
+    meta = _post_json(aiorch.url + CHAT_PATH, chat_miss, {}).get("aiorch")
+    if not isinstance(meta, dict) or meta.get("selected_service") != "qwen" or meta.get("cached"):
+        raise click.ClickException(f"{aiorch.name}: /v1 misses do not reach Qwen: {meta}")
+    for path, shape in ((AIORCH_PATH, HIT), (CHAT_PATH, CHAT_HIT)):
+        body = json.loads(shape[0] + shape[1])
+        _post_json(aiorch.url + path, body, {})
+        hit = _post_json(aiorch.url + path, body, {})
+        meta = hit if path == AIORCH_PATH else hit.get("aiorch")
+        if not isinstance(meta, dict) or not meta.get("cached"):
+            raise click.ClickException(f"{aiorch.name}: {path} repeats are not cache hits: {hit}")
     return f"{miss['query_type']} -> {miss['selected_service']} ({miss['model']})"
+
+
+def probe_forwarder(forwarder: Proc) -> None:
+    """Both forwarded paths answer with the upstream's chat completion."""
+    for path, body in (
+        (CHAT_PATH, json.loads(CHAT_HIT[0] + CHAT_HIT[1]) | {"model": QWEN_MODEL}),
+        (AIORCH_PATH, json.loads(HIT[0] + HIT[1])),
+    ):
+        answer = _post_json(forwarder.url + path, body, {})
+        if answer.get("object") != "chat.completion":
+            raise click.ClickException(f"the forwarder's {path} does not reach the mock: {answer}")
 
 
 def set_delay(mock: Proc, latency_ms: float) -> None:
@@ -229,55 +277,79 @@ def machine() -> dict[str, object]:
                 break
     except OSError:
         pass
-    commit = subprocess.run(
-        ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, check=False
-    ).stdout.strip()
     return {
         "cpus": os.cpu_count(),
         "cpu_model": model,
-        "load_average_at_start": [round(x, 2) for x in psutil.getloadavg()],
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "aiorch_commit": commit or "unknown",
     }
 
 
+def core_info(python: str) -> dict[str, str]:
+    """Where the aiorch that `python` imports lives, and its commit (`-dirty` if edited)."""
+    found = subprocess.run(
+        [python, "-c", "import aiorch, os; print(os.path.dirname(aiorch.__file__))"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    where = found.stdout.strip()
+    if found.returncode != 0 or not where:
+        raise click.ClickException(f"{python} cannot import aiorch: {found.stderr.strip()}")
+    commit = subprocess.run(
+        ["git", "-C", where, "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return {"python": python, "aiorch": where, "commit": commit or "unknown"}
+
+
 def settings_block(
-    aiorch_port: int,
+    cores: dict[str, dict[str, str]],
     workers: int,
-    route: str,
     tokens: int,
-    delay_ms: float,
+    delay_ms: float | None,
     use_wrk: bool,
     wrk_threads: int,
     duration: float,
-    rounds: int,
+    runs: int,
 ) -> dict[str, object]:
     """Every setting that decides the figures, printed and saved with them."""
     client = "python, httptools client on uvloop" if FAST else "python, aiohttp on uvloop"
     return {
         "machine": machine(),
         "aiorch": {
-            "command": " ".join(["python", *aiorch_argv(aiorch_port, workers)[1:]]),
+            "builds": cores,
+            "command": f"PYTHON -m aiorch serve --port PORT --workers {workers} "
+            "--log-level warning --no-access-log",
             "workers": workers,
             "server": "uvicorn with uvloop and httptools (aiorch serve)",
             "logging": "level warning, access log off",
             "backends": f"kimi and qwen: OpenAI-compatible API on the mock ({QWEN_MODEL})",
             "cache": "in-memory (no AIORCH_REDIS_URL), default size",
             "auth": "no AIORCH_API_KEYS",
-            "miss_path": route,
+            "/v1 requests": 'model "qwen", temperature 0 (cacheable), not streamed',
+        },
+        "forwarder": {
+            "server": "raw ASGI on uvicorn, uvloop, httptools, one worker, access log off",
+            "client": "one aiohttp ClientSession, 256 pooled connections, keep-alive 30 s",
+            "/v1/chat/completions": "body forwarded as is to the mock's same path",
+            "/api/ai/query": "the query's JSON string spliced as bytes into a chat body for "
+            f"{QWEN_MODEL}, sent to the mock's /v1/chat/completions",
         },
         "mock": {
             "workers": 1,
             "tokens": tokens,
-            "latency_ms": [0, delay_ms],
+            "latency_ms": [0] if delay_ms is None else [0, delay_ms],
             "server": "aiohttp on uvloop, access log off",
         },
         "generators": {
             "closed_loop": f"{wrk_version()}, {wrk_threads} thread(s)" if use_wrk else client,
             "open_loop": f"{client} (aiorch.bench runner, latency from the intended send)",
             "stream": "python, aiohttp on uvloop (aiorch.bench HttpTarget)",
+            "process": "the generators run outside every measured process",
         },
-        "duration_s_per_phase": duration,
-        "rounds": rounds,
+        "duration_s_per_measurement": duration,
+        "runs": runs,
     }

@@ -1,62 +1,14 @@
-"""The printed table: each scenario straight to the upstream, through aiorch, and the difference."""
+"""The printed tables: the headline (issue 19's columns), every run's figures, the details."""
 
 from __future__ import annotations
 
 import math
+import statistics
 
-import msgspec
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.overhead.generators import Result
-
-
-class Row(msgspec.Struct, kw_only=True):
-    upstream: str  # "zero-delay" or "100 ms"
-    scenario: str  # "c=1", "c=32", "open 200/s", "cache hit c=32", "stream c=1", ...
-    path: str  # "direct" (straight to the mock) or "aiorch"
-    result: Result
-    aiorch_cpu_percent: float | None  # of one core; None on direct rows
-    aiorch_peak_rss_mb: float | None
-    mock_cpu_percent: float
-    slices: list[Result] = []  # the alternating slices the figures are medians of
-
-
-class Added(msgspec.Struct, kw_only=True):
-    """Through aiorch minus direct, same scenario, same run."""
-
-    upstream: str
-    scenario: str
-    p50_ms: float
-    p99_ms: float
-    p999_ms: float
-    rate_ratio: float  # aiorch's achieved rate / direct's
-    ttft_p50_ms: float | None = None
-
-
-class Check(msgspec.Struct, kw_only=True):
-    name: str
-    target: str
-    measured: str
-    met: bool
-
-
-def added(direct: Row, through: Row) -> Added:
-    d, a = direct.result, through.result
-    ttft = (
-        round(a.ttft_p50 - d.ttft_p50, 4)
-        if a.ttft_p50 is not None and d.ttft_p50 is not None
-        else None
-    )
-    return Added(
-        upstream=through.upstream,
-        scenario=through.scenario,
-        p50_ms=round(a.p50 - d.p50, 4),
-        p99_ms=round(a.p99 - d.p99, 4),
-        p999_ms=round(a.p999 - d.p999, 4),
-        rate_ratio=round(a.rate / d.rate, 3) if d.rate else math.nan,
-        ttft_p50_ms=ttft,
-    )
+from benchmarks.overhead.summary import Check, Figures
 
 
 def _ms(value: float | None, signed: bool = False) -> str:
@@ -66,163 +18,216 @@ def _ms(value: float | None, signed: bool = False) -> str:
     return text if abs(value) < 1000 else f"{value:+,.0f}" if signed else f"{value:,.0f}"
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f}%"
+def _us(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:,.0f}"
 
 
-def render(rows: list[Row], diffs: dict[tuple[str, str], Added], console: Console) -> None:
-    for upstream in dict.fromkeys(r.upstream for r in rows):
-        table = Table(
-            title=f"upstream: {upstream}  (latency in ms; CPU in % of one core)",
-            title_justify="left",
-            show_edge=False,
-            pad_edge=False,
-        )
-        for heading in ("scenario", "path", "generator"):
-            table.add_column(heading)
-        for heading in (
-            "rate/s",
-            "p50",
-            "p99",
-            "p99.9",
-            "max",
+def _x(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.2f}x"
+
+
+def _table(title: str, headings: list[str], right_from: int) -> Table:
+    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+    for i, heading in enumerate(headings):
+        table.add_column(heading, justify="right" if i >= right_from else "left")
+    return table
+
+
+def _get(figures: list[Figures], scenario: str, label: str) -> Figures | None:
+    for f in figures:
+        if (f.upstream, f.scenario, f.label) == ("zero-delay", scenario, label):
+            return f
+    return None
+
+
+def render_headline(figures: list[Figures], connections: int, runs: int, out: Console) -> None:
+    """One line per subject: latency at c=1, throughput and CPU at c=N, the ratios."""
+    busy = f"c={connections}"
+    builds = any(f.build_ratio is not None for f in figures)
+    table = _table(
+        f"zero-delay upstream, median of {runs} run(s); CPU = the server under test's CPU time "
+        "per completed request (us); x fwd = over the forwarder of the same endpoint, same run"
+        + ("; x ref = over the first build's same row, same run" if builds else ""),
+        [
+            "path",
+            "c=1 p50 ms",
+            "added p50",
+            "c=1 CPU us",
+            "x fwd",
+            f"{busy} req/s",
+            f"{busy} CPU us",
+            "x fwd",
+            *(["x ref"] if builds else []),
             "errors",
-            "aiorch CPU",
-            "aiorch RSS MB",
-            "mock CPU",
-        ):
-            table.add_column(heading, justify="right")
-        previous = ""
-        for row in (r for r in rows if r.upstream == upstream):
-            res = row.result
-            stream = row.scenario.startswith("stream")
-            p50 = f"{_ms(res.p50)} (ttft {_ms(res.ttft_p50)})" if stream else _ms(res.p50)
-            table.add_row(
-                row.scenario if row.scenario != previous else "",
-                row.path,
-                res.generator,
-                f"{res.rate:,.0f}",
-                p50,
-                _ms(res.p99),
-                _ms(res.p999),
-                _ms(res.max),
-                str(res.errors),
-                _pct(row.aiorch_cpu_percent),
-                "-" if row.aiorch_peak_rss_mb is None else f"{row.aiorch_peak_rss_mb:.0f}",
-                _pct(row.mock_cpu_percent),
-            )
-            previous = row.scenario
-            diff = diffs.get((upstream, row.scenario))
-            if diff is not None and row.path == "aiorch":
-                ttft = (
-                    f" (ttft {_ms(diff.ttft_p50_ms, True)})" if diff.ttft_p50_ms is not None else ""
-                )
-                table.add_row(
-                    "",
-                    "[bold]added[/bold]",
-                    "",
-                    f"x{diff.rate_ratio:.2f}",
-                    f"[bold]{_ms(diff.p50_ms, True)}{ttft}[/bold]",
-                    f"[bold]{_ms(diff.p99_ms, True)}[/bold]",
-                    f"[bold]{_ms(diff.p999_ms, True)}[/bold]",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    end_section=True,
-                )
-        console.print(table)
-        console.print()
-
-
-def render_checks(checks: list[Check], console: Console) -> None:
-    table = Table(
-        title="issue 6 targets (one worker, zero-delay upstream)",
-        title_justify="left",
-        show_edge=False,
-        pad_edge=False,
+        ],
+        1,
     )
-    for heading in ("target", "wanted", "measured", ""):
-        table.add_column(heading)
-    for check in checks:
+    labels = dict.fromkeys(f.label for f in figures if f.scenario in ("c=1", busy))
+    previous = ""
+    for label in labels:
+        one, many = _get(figures, "c=1", label), _get(figures, busy, label)
+        group = label.split(" ")[0]
+        if previous and group != previous:
+            table.add_section()
+        previous = group
         table.add_row(
+            label,
+            _ms(one.p50 if one else None),
+            _ms(one.added_p50 if one else None, signed=True),
+            _us(one.cpu_us if one else None),
+            _x(one.cpu_ratio if one else None),
+            "-" if many is None else f"{many.rate:,.0f}",
+            _us(many.cpu_us if many else None),
+            _x(many.cpu_ratio if many else None),
+            *([_x(many.build_ratio if many else None)] if builds else []),
+            str((one.errors if one else 0) + (many.errors if many else 0)),
+        )
+    out.print(table)
+    out.print()
+    streams = [f for f in figures if f.scenario.startswith("stream")]
+    if not streams:
+        return
+    table = _table(
+        f"streamed /v1/chat/completions, c=1, median of {runs} run(s) (a unique query each: "
+        "a miss); CPU per stream",
+        [
+            "path",
+            "ttft p50 ms",
+            "added ttft",
+            "end p50 ms",
+            "added end",
+            "CPU us",
+            "x fwd",
+            *(["x ref"] if builds else []),
+            "errors",
+        ],
+        1,
+    )
+    for f in streams:
+        table.add_row(
+            f.label,
+            _ms(f.ttft_p50),
+            _ms(f.added_ttft, signed=True),
+            _ms(f.p50),
+            _ms(f.added_p50, signed=True),
+            _us(f.cpu_us),
+            _x(f.cpu_ratio if f.kind == "aiorch" else None),
+            *([_x(f.build_ratio)] if builds else []),
+            str(f.errors),
+        )
+    out.print(table)
+    out.print()
+
+
+# The figures of each run shown per scenario: the ones the targets and the headline are read from.
+PER_RUN = {
+    "c=1": ("p50 ms", "added p50 ms", "CPU us/req"),
+    "busy": ("req/s", "CPU us/req", "x forwarder", "x reference build"),
+    "stream c=1": (
+        "ttft p50 ms",
+        "added ttft ms",
+        "CPU us/req",
+        "x forwarder",
+        "x reference build",
+    ),
+}
+
+
+def render_runs(figures: list[Figures], connections: int, runs: int, out: Console) -> None:
+    table = _table(
+        "every run (zero-delay upstream); the last column is the median",
+        ["scenario", "path", "figure", *(f"run {i + 1}" for i in range(runs)), "median"],
+        3,
+    )
+    for scenario in ("c=1", f"c={connections}", "stream c=1"):
+        key = "busy" if scenario == f"c={connections}" else scenario
+        for f in (f for f in figures if f.upstream == "zero-delay" and f.scenario == scenario):
+            for figure in PER_RUN[key]:
+                values = f.runs[figure]
+                if all(v is None for v in values):
+                    continue
+                fmt = _x if figure.startswith("x ") else _us if "/" in figure else _ms
+                signed = figure.startswith("added")
+                cells = [_ms(v, True) if signed else fmt(v) for v in values]
+                median = statistics.median(v for v in values if v is not None)
+                table.add_row(
+                    scenario,
+                    f.label,
+                    figure,
+                    *cells,
+                    _ms(median, True) if signed else fmt(median),
+                )
+        table.add_section()
+    out.print(table)
+    out.print()
+
+
+def render_details(figures: list[Figures], out: Console) -> None:
+    """Every scenario and subject: tails, errors, CPU and memory (medians over the runs)."""
+    for upstream in dict.fromkeys(f.upstream for f in figures):
+        table = _table(
+            f"details, upstream {upstream} (medians over runs; latency in ms; the server under "
+            "test's CPU in % of one core and per request in us, of which in the kernel; the "
+            "mock's CPU)",
+            [
+                "scenario",
+                "path",
+                "rate/s",
+                "p50",
+                "p99",
+                "p99.9",
+                "max",
+                "added p99",
+                "errors",
+                "CPU",
+                "CPU us",
+                "in kernel",
+                "RSS MB",
+                "mock CPU",
+            ],
+            2,
+        )
+        previous = ""
+        for f in (f for f in figures if f.upstream == upstream):
+            if previous and f.scenario != previous:
+                table.add_section()
+            table.add_row(
+                f.scenario if f.scenario != previous else "",
+                f.label,
+                f"{f.rate:,.0f}",
+                _ms(f.p50),
+                _ms(f.p99),
+                _ms(f.p999),
+                _ms(f.max),
+                _ms(f.added_p99, signed=True),
+                str(f.errors),
+                f"{f.cpu_percent:.0f}%",
+                _us(f.cpu_us),
+                _us(f.system_us),
+                f"{f.peak_rss_mb:.0f}",
+                f"{f.mock_cpu_percent:.0f}%",
+            )
+            previous = f.scenario
+        out.print(table)
+        out.print()
+
+
+def render_checks(checks: list[Check], out: Console) -> None:
+    table = _table(
+        "targets (one worker, zero-delay upstream, medians over the runs)",
+        ["issue", "target", "wanted", "measured", ""],
+        5,
+    )
+    previous = 0
+    for check in sorted(checks, key=lambda c: -c.issue):
+        if previous and check.issue != previous:
+            table.add_section()
+        previous = check.issue
+        table.add_row(
+            str(check.issue),
             check.name,
             check.target,
             check.measured,
             "[green]met[/green]" if check.met else "[red]NOT met[/red]",
         )
-    console.print(table)
-
-
-def diffs_of(rows: list[Row]) -> dict[tuple[str, str], Added]:
-    by_key = {(r.upstream, r.scenario, r.path): r for r in rows}
-    diffs: dict[tuple[str, str], Added] = {}
-    for (upstream, scenario, path), row in by_key.items():
-        if path != "aiorch":
-            continue
-        if scenario.startswith("cache hit"):
-            direct = by_key.get((upstream, scenario.replace("cache hit ", ""), "direct"))
-        else:
-            direct = by_key.get((upstream, scenario, "direct"))
-        if direct is not None:
-            diffs[(upstream, scenario)] = added(direct, row)
-    return diffs
-
-
-def checks(diffs: dict[tuple[str, str], Added], rows: list[Row], connections: int) -> list[Check]:
-    def rate(scenario: str) -> float:
-        found = [
-            r.result.rate
-            for r in rows
-            if r.upstream == "zero-delay" and r.scenario == scenario and r.path == "aiorch"
-        ]
-        return found[0] if found else 0.0
-
-    one = diffs.get(("zero-delay", "c=1"))
-    stream = diffs.get(("zero-delay", "stream c=1"))
-    out = []
-    if one is not None:
-        out.append(
-            Check(
-                name="added p50 at c=1",
-                target="<= 0.5 ms",
-                measured=f"{one.p50_ms:+.3f} ms",
-                met=one.p50_ms <= 0.5,
-            )
-        )
-        out.append(
-            Check(
-                name="added p99 at c=1",
-                target="<= 2 ms",
-                measured=f"{one.p99_ms:+.3f} ms",
-                met=one.p99_ms <= 2.0,
-            )
-        )
-    miss, hit = rate(f"c={connections}"), rate(f"cache hit c={connections}")
-    out.append(
-        Check(
-            name=f"cache-miss rate at c={connections}",
-            target=">= 3,000/s",
-            measured=f"{miss:,.0f}/s",
-            met=miss >= 3000,
-        )
-    )
-    out.append(
-        Check(
-            name=f"cache-hit rate at c={connections}",
-            target=">= 5,000/s",
-            measured=f"{hit:,.0f}/s",
-            met=hit >= 5000,
-        )
-    )
-    if stream is not None and stream.ttft_p50_ms is not None:
-        out.append(
-            Check(
-                name="added time to first token (p50)",
-                target="<= 1 ms",
-                measured=f"{stream.ttft_p50_ms:+.3f} ms",
-                met=stream.ttft_p50_ms <= 1.0,
-            )
-        )
-    return out
+    out.print(table)

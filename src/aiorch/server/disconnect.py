@@ -8,12 +8,12 @@ keep its upstream call running to the end, and a client's retry would start a se
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive
 
 T = TypeVar("T")
 # nginx's "client closed request": recorded in the HTTP metrics, seen by nobody.
@@ -22,34 +22,53 @@ CLIENT_GONE = 499
 WATCH_AFTER = 0.25
 
 
-async def client_gone(request: Request) -> None:
+async def client_gone(receive: Receive) -> None:
     """Returns when the client disconnects. Call only after the body has been read."""
-    while (await request.receive())["type"] != "http.disconnect":
+    while (await receive())["type"] != "http.disconnect":
         pass
 
 
 async def unless_client_leaves(
-    request: Request, work: Coroutine[Any, Any, T], watch_after: float = WATCH_AFTER
+    request: Request, work: Awaitable[T], watch_after: float = WATCH_AFTER
 ) -> T | None:
-    """The result of `work`, or None if the client left first (`work` is then cancelled)."""
-    task = asyncio.ensure_future(work)
+    """The result of `work`, awaited in this task; None if the client left first (`work` is
+    then cancelled). The connection is watched once `work` has taken `watch_after`: until then
+    a request costs one timer, not a task."""
+    task = asyncio.current_task()
+    assert task is not None
+    watch = _Watch(request.receive, task)
+    timer = asyncio.get_running_loop().call_later(watch_after, watch.start)
     try:
-        done, _ = await asyncio.wait((task,), timeout=watch_after)
-        if not done:
-            gone = asyncio.ensure_future(client_gone(request))
-            try:
-                await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                gone.cancel()
+        return await work
     except asyncio.CancelledError:
-        task.cancel()
+        if watch.gone and task.uncancel() == 0:  # our cancellation, and nobody else's
+            return None
         raise
-    if not task.done():
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        return None
-    return task.result()
+    finally:
+        timer.cancel()
+        watch.stop()
+
+
+class _Watch:
+    """Cancels `task` when the client disconnects, from the moment it is started."""
+
+    def __init__(self, receive: Receive, task: asyncio.Task[object]) -> None:
+        self.receive = receive
+        self.task = task
+        self.gone = False
+        self.watcher: asyncio.Future[None] | None = None
+
+    def start(self) -> None:
+        self.watcher = asyncio.ensure_future(self._watch())
+
+    async def _watch(self) -> None:
+        await client_gone(self.receive)
+        self.gone = True
+        self.task.cancel()
+
+    def stop(self) -> None:
+        if self.watcher is not None:
+            self.watcher.cancel()
 
 
 def client_gone_response() -> Response:
