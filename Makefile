@@ -8,9 +8,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 LOWEST_VENV ?= .venv-lowest
 LOCK_VENV   := .cache/lock-venv
-SOURCES := src tests scripts benchmarks loadtest
+SOURCES := src tests scripts benchmarks loadtest fuzz
 
-.PHONY: setup setup-run run test test-deps test-lowest lint lock lock-upgrade format overhead soak clean
+.PHONY: setup setup-run run test test-deps test-lowest lint lock lock-upgrade format overhead soak train-router clean
 
 # The locked packages (pip and the build backend included), then the project itself without
 # dependencies and without build isolation, so that nothing unpinned is downloaded.
@@ -66,13 +66,26 @@ format: setup
 	$(BIN)/ruff format $(SOURCES)
 	$(BIN)/ruff check --fix $(SOURCES)
 
-# Long measurements live outside the test suite.
+# Long measurements live outside the test suite. OVERHEAD_ARGS passes options on, e.g.
+# OVERHEAD_ARGS="--aiorch old=/tmp/old-core/.venv/bin/python --aiorch new=.venv/bin/python".
 overhead: setup
 	bash scripts/ci/bench-deps.sh
-	$(BIN)/python -m benchmarks.overhead
+	$(BIN)/python -m benchmarks.overhead $(OVERHEAD_ARGS)
+
+# Retrain the router's model from tests/unit/data (never from holdout_*.jsonl): docs/routing.md.
+train-router: setup
+	$(BIN)/python scripts/train_router.py
 
 soak: setup
 	$(BIN)/python -m benchmarks.soak --minutes 10
 
 clean:
 	rm -rf $(VENV) $(LOWEST_VENV) .cache/lock-venv .mypy_cache .ruff_cache .pytest_cache
+
+# Coverage-guided fuzzing of request decoding and the stream parsers (fuzz/): each target for
+# FUZZ_SECONDS. atheris is installed here only: the fuzzers are a development tool.
+FUZZ_SECONDS ?= 60
+.PHONY: fuzz
+fuzz: setup
+	$(BIN)/python -m pip install --quiet 'atheris==3.0.0'
+	$(BIN)/python -m fuzz --seconds $(FUZZ_SECONDS)

@@ -13,15 +13,18 @@ from typing import TYPE_CHECKING, Any
 # public name -> the module that defines it
 _EXPORTS: dict[str, str] = {
     "AIOrchestrator": "aiorch.orchestrator",
-    "QueryOptions": "aiorch.planning",
-    "build_messages": "aiorch.answers",
+    "Options": "aiorch.planning",
+    "query_request": "aiorch.orchestrator",
     "Settings": "aiorch.config",
     "load_settings": "aiorch.config",
+    "ServiceSettings": "aiorch.service_settings",
+    "ModelSettings": "aiorch.service_settings",
     "KimiClient": "aiorch.clients",
     "KimiConfig": "aiorch.clients",
     "QwenClient": "aiorch.clients",
     "QwenConfig": "aiorch.clients",
     "Backend": "aiorch.backends",
+    "Call": "aiorch.backends",
     "Readiness": "aiorch.backends",
     "Cache": "aiorch.cache",
     "MemoryCache": "aiorch.cache",
@@ -29,18 +32,20 @@ _EXPORTS: dict[str, str] = {
     "metrics_endpoint": "aiorch.monitoring.prometheus_metrics",
     "AiorchError": "aiorch.errors",
     "RequestError": "aiorch.errors",
+    "UnsupportedParameter": "aiorch.errors",
     "BackendError": "aiorch.errors",
+    "UpstreamRequestError": "aiorch.errors",
     "AllBackendsFailed": "aiorch.errors",
     "FlowError": "aiorch.errors",
     "ConfigError": "aiorch.errors",
+    "ChatRequest": "aiorch.request",
+    "ChatMessage": "aiorch.request",
+    "Answer": "aiorch.answer",
+    "Delta": "aiorch.answer",
+    "End": "aiorch.answer",
     "AgentType": "aiorch.types",
     "QueryType": "aiorch.types",
-    "Service": "aiorch.types",
-    "Message": "aiorch.types",
-    "CompletionRequest": "aiorch.types",
-    "Completion": "aiorch.types",
     "QueryResult": "aiorch.types",
-    "StreamChunk": "aiorch.types",
     "StreamStart": "aiorch.types",
     "Usage": "aiorch.types",
 }
@@ -50,41 +55,65 @@ __all__ = [
     "AgentType",
     "AiorchError",
     "AllBackendsFailed",
+    "Answer",
     "Backend",
     "BackendError",
     "Cache",
-    "Completion",
-    "CompletionRequest",
+    "Call",
+    "ChatMessage",
+    "ChatRequest",
     "ConfigError",
+    "Delta",
+    "End",
     "FlowError",
     "KimiClient",
     "KimiConfig",
     "MemoryCache",
-    "Message",
     "Metrics",
-    "QueryOptions",
+    "ModelSettings",
+    "Options",
     "QueryResult",
     "QueryType",
     "QwenClient",
     "QwenConfig",
     "Readiness",
     "RequestError",
-    "Service",
+    "ServiceSettings",
     "Settings",
-    "StreamChunk",
     "StreamStart",
+    "UnsupportedParameter",
+    "UpstreamRequestError",
     "Usage",
-    "build_messages",
     "load_settings",
     "metrics_endpoint",
+    "query_request",
 ]
 
 if TYPE_CHECKING:
-    from aiorch.answers import build_messages
-    from aiorch.backends import Backend, Readiness
-    from aiorch.cache import Cache, MemoryCache
-    from aiorch.clients import KimiClient, KimiConfig, QwenClient, QwenConfig
-    from aiorch.config import Settings, load_settings
+    from aiorch.answer import (
+        Answer,
+        Delta,
+        End,
+    )
+    from aiorch.backends import (
+        Backend,
+        Call,
+        Readiness,
+    )
+    from aiorch.cache import (
+        Cache,
+        MemoryCache,
+    )
+    from aiorch.clients import (
+        KimiClient,
+        KimiConfig,
+        QwenClient,
+        QwenConfig,
+    )
+    from aiorch.config import (
+        Settings,
+        load_settings,
+    )
     from aiorch.errors import (
         AiorchError,
         AllBackendsFailed,
@@ -92,19 +121,30 @@ if TYPE_CHECKING:
         ConfigError,
         FlowError,
         RequestError,
+        UnsupportedParameter,
+        UpstreamRequestError,
     )
-    from aiorch.monitoring.prometheus_metrics import Metrics, metrics_endpoint
-    from aiorch.orchestrator import AIOrchestrator
-    from aiorch.planning import QueryOptions
+    from aiorch.monitoring.prometheus_metrics import (
+        Metrics,
+        metrics_endpoint,
+    )
+    from aiorch.orchestrator import (
+        AIOrchestrator,
+        query_request,
+    )
+    from aiorch.planning import Options
+    from aiorch.request import (
+        ChatMessage,
+        ChatRequest,
+    )
+    from aiorch.service_settings import (
+        ModelSettings,
+        ServiceSettings,
+    )
     from aiorch.types import (
         AgentType,
-        Completion,
-        CompletionRequest,
-        Message,
         QueryResult,
         QueryType,
-        Service,
-        StreamChunk,
         StreamStart,
         Usage,
     )

@@ -16,11 +16,14 @@ from typing import Protocol
 
 import msgspec
 
-from aiorch.types import AgentType, QueryType
+from aiorch.request import ChatRequest
+from aiorch.types import AgentType
 
 log = logging.getLogger(__name__)
 
-KEY_PREFIX = "aiorch:answer:v1:"
+# v3: keys cover the whole request and keep code's whitespace (v1 collapsed it). A new prefix, so
+# that a shared Redis never serves an entry keyed the old way after an upgrade.
+KEY_PREFIX = "aiorch:answer:v3:"
 
 
 class Cache(Protocol):
@@ -89,34 +92,49 @@ class MemoryCache:
 
 
 def normalise_query(text: str) -> str:
-    """Equal queries up to unicode form and runs of whitespace share a key; case is kept (code)."""
-    return " ".join(unicodedata.normalize("NFC", text).split())
+    """The message as its meaning goes: only what cannot change that meaning is normalised.
+
+    The Unicode form (NFC: "e" + combining acute is "\u00e9"), line endings (CRLF and a lone CR are
+    LF) and whitespace around the whole message. Everything inside is kept verbatim: in code,
+    indentation and line breaks are meaning (Python's blocks, YAML's nesting, a Makefile's tabs),
+    so two snippets that differ only there must never share an answer or a coalesced call.
+    """
+    text = unicodedata.normalize("NFC", text)
+    return text.replace("\r\n", "\n").replace("\r", "\n").strip()
 
 
 def cache_key(
+    request: ChatRequest,
     *,
-    messages: tuple[tuple[str, str], ...],
-    query_type: QueryType,
+    targets: tuple[str, ...],
     agent_type: AgentType,
-    target: str,
-    max_tokens: int | None,
-    temperature: float | None,
-    thinking: bool | None,
     tenant: str,
 ) -> str:
-    """A digest of everything that changes the answer: text, type, models, parameters, tenant.
+    """A digest of everything that changes the answer: the messages, every parameter, the models
+    asked, the agent and the tenant.
 
-    `target` names where the query goes (the route's services and their model ids), so changing
-    a model in the configuration never serves the old model's answers.
+    `targets` names the route's models (`service/model-id`), so changing a model in the
+    configuration never serves the old model's answers. Fields that do not change the answer
+    (streaming, the end user's id, metadata) are left out, so a stream and a plain request share
+    entries.
     """
-    parts = (
-        tuple((role, normalise_query(content)) for role, content in messages),
-        query_type.value,
-        agent_type.value,
-        target,
-        max_tokens,
-        temperature,
-        thinking,
-        tenant,
+    messages = tuple(
+        msgspec.structs.replace(m, content=normalise_query(m.content))
+        if isinstance(m.content, str)
+        else m
+        for m in request.messages
     )
+    keyed = msgspec.structs.replace(
+        request,
+        messages=messages,
+        model="",
+        stream=False,
+        stream_options=None,
+        user=None,
+        metadata=None,
+        store=None,
+        safety_identifier=None,
+        prompt_cache_key=None,
+    )
+    parts = (keyed, targets, agent_type.value, tenant)
     return KEY_PREFIX + hashlib.blake2b(msgspec.json.encode(parts), digest_size=20).hexdigest()

@@ -12,56 +12,105 @@ from types import TracebackType
 
 import msgspec
 
-from aiorch.backends import Backend, Readiness, build_backend
-from aiorch.config import BackendSettings, load_settings
-from aiorch.types import BackendKind, Completion, CompletionRequest, Message, Service, StreamChunk
+from aiorch.answer import Choice, Collector, Delta, End
+from aiorch.backends import Backend, Call, Readiness, build_backend
+from aiorch.catalog import model_of
+from aiorch.config import load_settings
+from aiorch.models import prepare
+from aiorch.request import ChatMessage, ChatRequest, Thinking
+from aiorch.service_settings import ServiceSettings
+from aiorch.types import BackendKind, Usage
 
 
 class ModelConfig(msgspec.Struct, frozen=True):
-    backend: BackendSettings
+    service: ServiceSettings
 
     @property
     def is_configured(self) -> bool:
         """False when neither a key/base URL nor an Ollama URL is set (offline)."""
-        return self.backend.kind is not BackendKind.OFFLINE
+        return self.service.kind is not BackendKind.OFFLINE
 
     @property
     def model(self) -> str:
-        return self.backend.model_id
+        return self.service.model_id
 
 
 class KimiConfig(ModelConfig, frozen=True):
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> KimiConfig:
-        return cls(load_settings(environ).backend(Service.KIMI))
+        return cls(load_settings(environ).kimi)
 
 
 class QwenConfig(ModelConfig, frozen=True):
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> QwenConfig:
-        return cls(load_settings(environ).backend(Service.QWEN))
+        return cls(load_settings(environ).qwen)
+
+
+class Reply(msgspec.Struct, frozen=True):
+    """One model's whole answer."""
+
+    choices: tuple[Choice, ...]
+    usage: Usage
+    model: str
+
+    @property
+    def content(self) -> str:
+        return self.choices[0].content
+
+    @property
+    def reasoning_content(self) -> str | None:
+        return self.choices[0].reasoning
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self.choices[0].finish_reason
 
 
 class ModelClient:
-    """Ask one model directly: `await client.ask("...")` or `client.stream(request)`."""
+    """Ask one model directly: `ask("...")`, `complete(request)` or `stream(request)`."""
 
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
-        self.backend: Backend = build_backend(config.backend)
+        self.backend: Backend = build_backend(config.service)
+        self.model = model_of(config.service, config.model)
 
-    async def complete(self, request: CompletionRequest) -> Completion:
-        return await self.backend.complete(request)
+    def _call(self, request: ChatRequest, stream: bool) -> Call:
+        prepared = prepare(self.model, request)
+        return Call(
+            request=prepared.request,
+            model=self.model,
+            thinking=prepared.thinking,
+            max_tokens=prepared.max_tokens,
+            stream=stream,
+        )
+
+    async def complete(self, request: ChatRequest) -> Reply:
+        collector = Collector()
+        usage, model = Usage(), self.model.id
+        async for event in self.backend.generate(self._call(request, stream=False)):
+            if isinstance(event, Delta):
+                collector.add(event)
+            elif isinstance(event, End):
+                usage, model = event.usage, event.model or model
+        return Reply(collector.choices(), usage, model)
 
     async def ask(
         self, prompt: str, *, max_tokens: int | None = None, thinking: bool | None = None
-    ) -> Completion:
-        request = CompletionRequest(
-            messages=(Message("user", prompt),), max_tokens=max_tokens, thinking=thinking
+    ) -> Reply:
+        request = ChatRequest(
+            messages=(ChatMessage(role="user", content=prompt),),
+            model=self.model.id,
+            max_tokens=max_tokens,
+            thinking=None if thinking is None else Thinking("enabled" if thinking else "disabled"),
         )
-        return await self.backend.complete(request)
+        return await self.complete(request)
 
-    def stream(self, request: CompletionRequest) -> AsyncIterator[StreamChunk]:
-        return self.backend.stream(request)
+    async def stream(self, request: ChatRequest) -> AsyncIterator[Delta]:
+        """The answer's deltas as they come (malformed events skipped)."""
+        async for event in self.backend.generate(self._call(request, stream=True)):
+            if isinstance(event, Delta):
+                yield event
 
     async def probe(self) -> Readiness:
         return await self.backend.probe()

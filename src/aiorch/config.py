@@ -11,97 +11,42 @@ OpenAI-compatible API, an Ollama URL means Ollama, neither means the offline bac
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import re
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
 from aiorch.errors import ConfigError
-from aiorch.types import AgentType, BackendKind, QueryType, SelectedService, Service
-
-DEFAULT_BASE_URLS = {
-    Service.KIMI: "https://api.moonshot.ai/v1",
-    Service.QWEN: "https://dashscope-intl.aliyuncs.com/compatible-mode/v1",
-}
-DEFAULT_MODELS = {Service.KIMI: "kimi-k2-thinking", Service.QWEN: "qwen3-coder-plus"}
-DEFAULT_OLLAMA_MODELS = {Service.KIMI: "kimi-k2-thinking:cloud", Service.QWEN: "qwen2.5-coder:7b"}
+from aiorch.redact import redact_url
+from aiorch.remote import RETRY_INTERVAL
+from aiorch.service_settings import BreakerSettings, ServiceSettings
+from aiorch.types import AgentType, BackendKind, QueryType
 
 
 class _Struct(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     pass
 
 
-class BackendSettings(_Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """One model's backend. `kind`, `url` and `model_id` are derived, not set."""
-
-    service: Service
-    api_key: str | None = None
-    base_url: str | None = None
-    model: str | None = None
-    ollama_url: str | None = None
-    ollama_model: str | None = None
-    timeout: float = 120.0  # total deadline for one call, seconds
-    connect_timeout: float = 5.0
-    first_token_timeout: float | None = None  # None: only the total deadline applies
-    max_tokens: int = 4096
-    temperature: float = 0.7
-    thinking: bool = False
-    max_connections: int = 256
-    price_input_per_mtok: float = 0.0  # USD per million prompt tokens
-    price_output_per_mtok: float = 0.0  # USD per million completion tokens
-
-    def __repr__(self) -> str:  # never show the key
-        return (
-            f"BackendSettings(service={self.service.value}, kind={self.kind.value}, "
-            f"model={self.model_id})"
-        )
-
-    @property
-    def kind(self) -> BackendKind:
-        if self.api_key or self.base_url:
-            return BackendKind.OPENAI
-        if self.ollama_url:
-            return BackendKind.OLLAMA
-        return BackendKind.OFFLINE
-
-    @property
-    def url(self) -> str | None:
-        kind = self.kind
-        if kind is BackendKind.OPENAI:
-            return (self.base_url or DEFAULT_BASE_URLS[self.service]).rstrip("/")
-        if kind is BackendKind.OLLAMA:
-            return (self.ollama_url or "").rstrip("/")
-        return None
-
-    @property
-    def model_id(self) -> str:
-        kind = self.kind
-        if kind is BackendKind.OPENAI:
-            return self.model or DEFAULT_MODELS[self.service]
-        if kind is BackendKind.OLLAMA:
-            return self.ollama_model or DEFAULT_OLLAMA_MODELS[self.service]
-        return f"offline-{self.service.value}"
-
-    def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (
-            prompt_tokens * self.price_input_per_mtok
-            + completion_tokens * self.price_output_per_mtok
-        ) / 1_000_000
-
-
 class RouteSettings(_Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """Where a query type goes: a primary (or "multi": both at once) and the fallback chain."""
+    """Where a query type goes: a model (a service name, an alias, a model id or
+    `service/model-id`) or "multi" (the `multi` models at once), and, when given, the fallback
+    chain to use instead of the model's own."""
 
-    primary: SelectedService
-    fallbacks: tuple[Service, ...] = ()
+    primary: str
+    fallbacks: tuple[str, ...] | None = None
 
 
 class CacheSettings(_Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     enabled: bool = True
+    # /v1/chat/completions: "deterministic" serves from the cache only requests at temperature 0
+    # or with a seed (OpenAI's clients expect a fresh sample otherwise); "on" or "off" for all.
+    openai: Literal["on", "deterministic", "off"] = "deterministic"
     ttl_seconds: float = 3600.0
     max_entries: int = 10_000
     max_bytes: int = 64 * 1024 * 1024
@@ -116,11 +61,9 @@ class RetrySettings(_Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     max_retry_after: float = 5.0  # a longer Retry-After falls back instead of waiting
     budget_ratio: float = 0.2  # retries allowed per first attempt, over the last window
     budget_window: float = 10.0
-
-
-class BreakerSettings(_Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    failure_threshold: int = 5  # consecutive failures that open the breaker
-    reset_seconds: float = 30.0  # open -> half-open after this long
+    # Retries in flight allowed whatever the ratio says (Envoy's min_retry_concurrency), so that
+    # an isolated request still gets its retry when another request retried a moment ago.
+    budget_min_concurrent: int = 3
 
 
 class HedgeSettings(_Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -141,16 +84,32 @@ class ServerSettings(_Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
     api_key_hashes: tuple[str, ...] = ()  # sha256 hex of each accepted key
     metrics_token: str | None = None
     redis_url: str | None = None
+    # While Redis is failing, each of its users (cache, rate limits, breakers) skips it and tries
+    # it again after this many seconds.
+    redis_retry_interval: float = RETRY_INTERVAL
     max_body_bytes: int = 1024 * 1024
     body_timeout_seconds: float = 30.0  # to receive a whole request body: slow clients end here
+    # Enforced by the HTTP protocol before any handler (aiorch.server.protocol), per worker.
+    max_header_bytes: int = 32 * 1024  # request line and headers together
+    max_headers: int = 100
+    header_timeout_seconds: float = 10.0  # to receive the request line and headers
+    max_connections: int = 1000  # open at once; the next is answered 503
+    keep_alive_seconds: int = 5  # an idle keep-alive connection is closed after this long
     max_query_chars: int = 100_000
     rate_limit_per_minute: float = 0.0  # per API key; 0 turns limiting off
     rate_limit_burst: int = 20
+    # Failed authentications (a wrong key or metrics token) per client address; 0 turns it off.
+    auth_failures_per_minute: float = 10.0
+    auth_failure_burst: int = 10
     log_prompts: bool = False
     shutdown_grace_seconds: float = 30.0
+    readyz_cache_seconds: float = 5.0  # /readyz probes the upstreams at most this often
+    # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (IPs or networks, "*" for
+    # any); none by default, so a client cannot pick its own address for the rate limits.
+    trusted_proxies: tuple[str, ...] = ()
 
     def __repr__(self) -> str:  # never show the metrics token or a password in the Redis URL
-        redis = None if self.redis_url is None else re.sub(r"//[^@/]*@", "//***@", self.redis_url)
+        redis = None if self.redis_url is None else redact_url(self.redis_url)
         return (
             f"ServerSettings(host={self.host}, port={self.port}, "
             f"api_keys={len(self.api_key_hashes)}, "
@@ -163,15 +122,14 @@ class FlowSettings(_Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tru
 
 
 def _default_routes() -> dict[QueryType, RouteSettings]:
-    kimi_first = RouteSettings(primary=SelectedService.KIMI, fallbacks=(Service.QWEN,))
-    qwen_first = RouteSettings(primary=SelectedService.QWEN, fallbacks=(Service.KIMI,))
+    kimi_first, qwen_first = RouteSettings(primary="kimi"), RouteSettings(primary="qwen")
     return {
         QueryType.CODE: qwen_first,
         QueryType.TESTING: qwen_first,
         QueryType.GENERAL: qwen_first,
         QueryType.REASONING: kimi_first,
         QueryType.REQUIREMENTS: kimi_first,
-        QueryType.UNKNOWN: RouteSettings(primary=SelectedService.MULTI),
+        QueryType.UNKNOWN: RouteSettings(primary=MULTI),
     }
 
 
@@ -182,25 +140,51 @@ def _default_flows() -> dict[str, FlowSettings]:
     }
 
 
+def _default_services() -> dict[str, ServiceSettings]:
+    return {
+        "kimi": ServiceSettings(
+            name="kimi",
+            timeout=600.0,
+            first_token_timeout=None,
+            max_tokens=32768,
+            temperature=1.0,
+            thinking=True,
+            fallbacks=("qwen",),
+        ),
+        "qwen": ServiceSettings(name="qwen", fallbacks=("kimi",)),
+    }
+
+
+MULTI = "multi"  # the route that asks the `multi` models at once and merges their answers
+
+
 class Settings(_Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    kimi: BackendSettings = BackendSettings(
-        service=Service.KIMI, timeout=600.0, max_tokens=32768, temperature=1.0, thinking=True
-    )
-    qwen: BackendSettings = BackendSettings(service=Service.QWEN)
+    services: dict[str, ServiceSettings] = msgspec.field(default_factory=_default_services)
     server: ServerSettings = ServerSettings()
     routes: dict[QueryType, RouteSettings] = msgspec.field(default_factory=_default_routes)
+    multi: tuple[str, ...] = ("kimi", "qwen")  # the models a "multi" route asks at once
     cache: CacheSettings = CacheSettings()
     retry: RetrySettings = RetrySettings()
     breaker: BreakerSettings = BreakerSettings()
     hedge: HedgeSettings = HedgeSettings()
     flows: dict[str, FlowSettings] = msgspec.field(default_factory=_default_flows)
 
-    def backend(self, service: Service) -> BackendSettings:
-        return self.kimi if service is Service.KIMI else self.qwen
+    def service(self, name: str) -> ServiceSettings:
+        return self.services[name]
+
+    @property
+    def kimi(self) -> ServiceSettings:
+        """The guide's reasoning service."""
+        return self.services["kimi"]
+
+    @property
+    def qwen(self) -> ServiceSettings:
+        """The guide's coding service."""
+        return self.services["qwen"]
 
     @property
     def offline(self) -> bool:
-        return all(self.backend(s).kind is BackendKind.OFFLINE for s in Service)
+        return all(s.kind is BackendKind.OFFLINE for s in self.services.values())
 
 
 # Environment variable -> dotted settings key.
@@ -219,6 +203,7 @@ ENV_KEYS.update(
         for field in ("api_key", "base_url", "model", "ollama_url", "ollama_model", "timeout")
     }
 )
+DEFAULT_SERVICES = ("kimi", "qwen")  # [kimi] and [qwen] stand for [services.kimi] and so on
 
 
 def hash_api_key(key: str) -> str:
@@ -232,29 +217,77 @@ def load_settings(
     env = os.environ if environ is None else environ
     path = config_path or env.get("AIORCH_CONFIG") or None
     raw: dict[str, Any] = _read_toml(Path(path)) if path else {}
-    # Tables in the file extend the default route table and flows rather than replace them.
     defaults = Settings()
+    # Tables in the file extend the default route table and flows rather than replace them.
     for table in ("routes", "flows"):
         if table in raw:
             raw[table] = {**msgspec.to_builtins(getattr(defaults, table)), **raw[table]}
-    for section, service in (("kimi", Service.KIMI), ("qwen", Service.QWEN)):
-        backend = msgspec.to_builtins(defaults.backend(service))
-        raw[section] = {**backend, **raw.get(section, {}), "service": service.value}
+    services = _raw_services(raw, defaults)
     for name, dotted in ENV_KEYS.items():
         value = env.get(name)
         if value is not None and value.strip() != "":
             section, _, key = dotted.partition(".")
-            raw.setdefault(section, {})[key] = value.strip()
+            target = (
+                services[section] if section in DEFAULT_SERVICES else raw.setdefault(section, {})
+            )
+            target[key] = value.strip()
+    for service in services.values():
+        variable = service.get("api_key_env")
+        if (
+            isinstance(variable, str)
+            and env.get(variable, "").strip()
+            and not service.get("api_key")
+        ):
+            service["api_key"] = env[variable].strip()
+    raw["services"] = {name: _service(name, table) for name, table in services.items()}
     keys = env.get("AIORCH_API_KEYS", "")
     if keys.strip():
         hashes = [hash_api_key(k.strip()) for k in keys.split(",") if k.strip()]
+        if not hashes:
+            # "," is what a template leaves when its variables are unset: running without
+            # authentication because of it would be a silent, dangerous downgrade.
+            raise ConfigError(
+                f"AIORCH_API_KEYS is set ({keys.strip()!r}) but holds no key; give a "
+                "comma-separated list of keys, or unset it to run without authentication"
+            )
         raw.setdefault("server", {})["api_key_hashes"] = hashes
+    proxies = env.get("AIORCH_TRUSTED_PROXIES", "")
+    if proxies.strip():
+        entries = [p.strip() for p in proxies.split(",") if p.strip()]
+        raw.setdefault("server", {})["trusted_proxies"] = entries
     try:
         settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as error:
         raise ConfigError(f"invalid configuration: {_name_key(str(error))}") from None
     _check(settings)
     return settings
+
+
+def _raw_services(raw: dict[str, Any], defaults: Settings) -> dict[str, dict[str, Any]]:
+    """Every service's raw table: the defaults, `[kimi]`/`[qwen]`, then `[services.NAME]`."""
+    tables = raw.pop("services", {})
+    if not isinstance(tables, dict):
+        raise ConfigError("invalid configuration: services must be a table of services")
+    services: dict[str, dict[str, Any]] = {}
+    for name in DEFAULT_SERVICES:
+        base = msgspec.to_builtins(defaults.services[name])
+        services[name] = {**base, **raw.pop(name, {}), **tables.pop(name, {}), "name": name}
+    for name, table in tables.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"invalid configuration: services.{name} must be a table")
+        services[name] = {**table, "name": name}
+    return services
+
+
+def _service(name: str, table: dict[str, Any]) -> ServiceSettings:
+    """One service's settings, its errors naming the key as the file spells it."""
+    try:
+        return msgspec.convert(table, ServiceSettings, strict=False)
+    except msgspec.ValidationError as error:
+        section = name if name in DEFAULT_SERVICES else f"services.{name}"
+        text, found, where = str(error).rpartition(" - at `$")
+        message = f"{text} - at `$.{section}{where}" if found else f"{error} - at `$.{section}`"
+        raise ConfigError(f"invalid configuration: {_name_key(message)}") from None
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -289,37 +322,75 @@ def _named(key: str) -> str:
     return f"{key} (environment variable {env[0]} or the config file)" if env else key
 
 
+def _url_problems(service: ServiceSettings, section: str) -> list[str]:
+    """A URL the transport could not call is refused here, not on every request (as a 500); the
+    URL is shown redacted, since a malformed one may still hold a password."""
+    url = service.url
+    if url is None:
+        return []
+    field = "ollama_url" if service.kind is BackendKind.OLLAMA else "base_url"
+    key = _named(f"{section}.{field}")
+    shown = redact_url(url)
+    if not url.startswith(("http://", "https://")):
+        return [f"{key}: {shown!r} must start with http:// or https://"]
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018  # raises ValueError for a port that is not 0-65535
+    except ValueError as error:
+        return [f"{key}: {shown!r} is not a valid URL ({error})"]
+    if not parts.hostname:
+        return [f"{key}: {shown!r} has no host"]
+    if service.kind is BackendKind.OPENAI and service.api_key and "@" in parts.netloc:
+        # The key goes in `Authorization: Bearer`, URL credentials would go in the same header
+        # as Basic auth: the two cannot both be sent, and the upstream expects the key.
+        api_key = _named(f"{section}.api_key")
+        return [
+            f"{key}: {shown!r} holds credentials (user:password@) and {api_key} is set too; "
+            "put the key in the API key only and remove the credentials from the URL"
+        ]
+    return []
+
+
+def _is_network(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
 def _check(settings: Settings) -> None:
+    from aiorch.catalog import Catalog  # names are checked by resolving them, once
+
     problems: list[str] = []
-    for service in Service:
-        backend = settings.backend(service)
-        name = service.value
-        if backend.timeout <= 0:
-            problems.append(
-                f"{_named(name + '.timeout')} must be > 0 seconds, got {backend.timeout}"
-            )
-        if backend.connect_timeout <= 0:
-            problems.append(f"{name}.connect_timeout must be > 0, got {backend.connect_timeout}")
-        if backend.max_tokens < 1:
-            problems.append(f"{name}.max_tokens must be >= 1, got {backend.max_tokens}")
-        if not 0 <= backend.temperature <= 2:
-            problems.append(f"{name}.temperature must be in [0, 2], got {backend.temperature}")
-        url = backend.url
-        if url is not None and not url.startswith(("http://", "https://")):
-            field = "ollama_url" if backend.kind.value == "ollama" else "base_url"
-            problems.append(
-                f"{_named(f'{name}.{field}')}: {url!r} must start with http:// or https://"
-            )
-    missing = set(QueryType) - set(settings.routes)
-    if missing:
-        problems.append(f"routes: no route for {', '.join(sorted(missing))}")
-    for query_type, route in settings.routes.items():
-        if route.primary.value in {f.value for f in route.fallbacks}:
-            problems.append(f"routes.{query_type.value}: primary is also a fallback")
+    for name, service in settings.services.items():
+        problems.extend(_service_problems(name, service))
     if not 0 < settings.server.port < 65536:
         problems.append(f"{_named('server.port')} must be 1-65535, got {settings.server.port}")
+    for proxy in settings.server.trusted_proxies:
+        if proxy != "*" and not _is_network(proxy):
+            problems.append(
+                f"server.trusted_proxies (environment variable AIORCH_TRUSTED_PROXIES or the "
+                f"config file): {proxy!r} is not an IP address or network"
+            )
+    server = settings.server
+    for name in ("max_header_bytes", "max_headers", "max_connections", "keep_alive_seconds"):
+        if getattr(server, name) < 1:
+            problems.append(f"server.{name} must be >= 1, got {getattr(server, name)}")
+    for name in ("header_timeout_seconds", "body_timeout_seconds"):
+        if getattr(server, name) <= 0:
+            problems.append(f"server.{name} must be > 0 seconds, got {getattr(server, name)}")
     if settings.retry.attempts < 1:
         problems.append(f"retry.attempts must be >= 1, got {settings.retry.attempts}")
+    if settings.retry.budget_min_concurrent < 0:
+        problems.append(
+            f"retry.budget_min_concurrent must be >= 0, got {settings.retry.budget_min_concurrent}"
+        )
+    problems.extend(settings.breaker.problems("breaker"))
+    if settings.server.redis_retry_interval <= 0:
+        problems.append(
+            f"server.redis_retry_interval must be > 0, got {settings.server.redis_retry_interval}"
+        )
     hedge = settings.hedge
     if not 0 < hedge.quantile <= 1:
         problems.append(f"hedge.quantile must be in (0, 1], got {hedge.quantile}")
@@ -335,5 +406,38 @@ def _check(settings: Settings) -> None:
             problems.append(
                 f"flows.{flow}.stages: unknown or empty stages {bad}; use {sorted(stages)}"
             )
+    missing = set(QueryType) - set(settings.routes)
+    if missing:
+        problems.append(f"routes: no route for {', '.join(sorted(missing))}")
+    if not problems:
+        problems.extend(Catalog.problems(settings))
     if problems:
         raise ConfigError("invalid configuration: " + "; ".join(problems))
+
+
+def _service_problems(name: str, service: ServiceSettings) -> list[str]:
+    key = name if name in DEFAULT_SERVICES else f"services.{name}"
+    problems: list[str] = []
+    if not name.replace("-", "_").isidentifier() or name == MULTI or "/" in name:
+        problems.append(f"services.{name}: a service name is letters, digits, - and _")
+    for field in ("timeout", "stream_timeout", "connect_timeout", "idle_timeout"):
+        value = getattr(service, field)
+        if value <= 0:
+            problems.append(f"{_named(f'{key}.{field}')} must be > 0 seconds, got {value}")
+    first = service.first_token_timeout
+    if first is not None and first <= 0:
+        problems.append(f"{key}.first_token_timeout must be > 0 seconds, got {first}")
+    if service.max_tokens < 1:
+        problems.append(f"{key}.max_tokens must be >= 1, got {service.max_tokens}")
+    if not 0 <= service.temperature <= 2:
+        problems.append(f"{key}.temperature must be in [0, 2], got {service.temperature}")
+    kind = service.kind
+    if kind is not BackendKind.OFFLINE and service.url is None:
+        field = "ollama_url" if kind is BackendKind.OLLAMA else "base_url"
+        problems.append(f"{key}.{field} is needed for a {kind.value} service")
+    problems.extend(_url_problems(service, key))
+    if service.breaker is not None:
+        problems.extend(service.breaker.problems(f"{key}.breaker"))
+    if kind is not BackendKind.OFFLINE and not service.model_id:
+        problems.append(f"{key}: name its default model (model, ollama_model or [[models]])")
+    return problems

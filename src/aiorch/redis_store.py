@@ -2,8 +2,9 @@
 state, shared by replicas.
 
 The client fails fast: short socket and connect timeouts and no retries of its own, because
-every caller (`guard.CacheGuard`, `ratelimit.RedisRateLimiter`, `shared_breakers.BreakerSync`)
-bounds its wait and goes on without Redis instead. redis-py reconnects on the next command, so
+every caller (`failsafe_cache.FailSafeCache`, `ratelimit.RedisRateLimiter`,
+`shared_breakers.BreakerSync`) bounds its wait and goes on without Redis instead
+(`remote.RemoteDependency`). redis-py reconnects on the next command, so
 a restarted Redis is picked up without any help.
 """
 
@@ -15,25 +16,17 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from aiorch.breaker import BreakerState
 from aiorch.cache import KEY_PREFIX
-from aiorch.resilience import BreakerState
 from aiorch.shared_breakers import BreakerRecord
 
 # A backstop only: callers wait far less than this before giving up on Redis.
 SOCKET_TIMEOUT = 1.0
 BUCKET_PREFIX = "aiorch:ratelimit:v1:"
 # `<prefix><service>`: "<state> <event>", expiring with the record; `<prefix><service>:probe`:
-# the half-open probe lock, its value the holder.
+# the active probe's lock for one probe interval, its value the holder.
 BREAKER_PREFIX = "aiorch:breaker:v1:"
 PROBE_SUFFIX = ":probe"
-
-# Only the holder gives the probe lock back: a late release must not free someone else's lock.
-RELEASE_PROBE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
 
 # One bucket, refilled and taken from atomically. Redis's own clock, so that replicas with
 # skewed clocks agree. Returns the seconds to wait as a string (Lua numbers become integers).
@@ -132,7 +125,6 @@ class RedisBreakerStore:
 
     def __init__(self, client: Redis) -> None:
         self.client = client
-        self._release = client.register_script(RELEASE_PROBE)
 
     @classmethod
     def from_url(cls, url: str) -> RedisBreakerStore:
@@ -158,9 +150,6 @@ class RedisBreakerStore:
         key = BREAKER_PREFIX + service + PROBE_SUFFIX
         return bool(await self.client.set(key, owner, nx=True, px=_millis(ttl)))
 
-    async def release_probe(self, service: str, owner: str) -> None:
-        await self._release(keys=[BREAKER_PREFIX + service + PROBE_SUFFIX], args=[owner])
-
     async def close(self) -> None:
         await self.client.aclose()
 
@@ -174,6 +163,6 @@ def _record(value: object, ttl: object) -> BreakerRecord | None:
     if not isinstance(value, bytes) or not isinstance(ttl, int) or ttl <= 0:
         return None
     state, _, event = value.decode(errors="replace").partition(" ")
-    if state not in (BreakerState.OPEN.value, BreakerState.CLOSED.value) or not event:
+    if state not in {s.value for s in BreakerState} or not event:
         return None
     return BreakerRecord(BreakerState(state), event, ttl / 1000)

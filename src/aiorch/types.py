@@ -7,7 +7,6 @@ rejected) before it reaches a metric, so no client can grow the series count.
 from __future__ import annotations
 
 import enum
-from typing import Literal
 
 import msgspec
 
@@ -19,21 +18,6 @@ class QueryType(enum.StrEnum):
     TESTING = "testing"
     GENERAL = "general"
     UNKNOWN = "unknown"
-
-
-class Service(enum.StrEnum):
-    """A model family the orchestrator routes to."""
-
-    KIMI = "kimi"
-    QWEN = "qwen"
-
-
-class SelectedService(enum.StrEnum):
-    """The `selected_service` label: one service, or both at once for unknown queries."""
-
-    KIMI = "kimi"
-    QWEN = "qwen"
-    MULTI = "multi"
 
 
 class AgentType(enum.StrEnum):
@@ -68,18 +52,11 @@ class TokenType(enum.StrEnum):
     REASONING = "reasoning"
 
 
-Role = Literal["system", "user", "assistant"]
-
-
-class Message(msgspec.Struct, frozen=True):
-    role: Role
-    content: str
-
-
 class Usage(msgspec.Struct, frozen=True):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     reasoning_tokens: int = 0
+    cached_tokens: int = 0  # a part of the prompt tokens, served from the provider's cache
 
     @property
     def total_tokens(self) -> int:
@@ -90,72 +67,40 @@ class Usage(msgspec.Struct, frozen=True):
             self.prompt_tokens + other.prompt_tokens,
             self.completion_tokens + other.completion_tokens,
             self.reasoning_tokens + other.reasoning_tokens,
+            self.cached_tokens + other.cached_tokens,
         )
 
 
-class CompletionRequest(msgspec.Struct, frozen=True):
-    """What a backend is asked: provider-neutral, already validated."""
-
-    messages: tuple[Message, ...]
-    max_tokens: int | None = None
-    temperature: float | None = None
-    thinking: bool | None = None  # None: the backend's configured default
-    request_id: str = ""
-
-
-class Timings(msgspec.Struct, frozen=True):
-    """Seconds. Ollama reports the last four itself; other backends leave them None."""
-
-    total: float = 0.0
-    first_token: float | None = None
-    load: float | None = None
-    prompt_eval: float | None = None
-    eval: float | None = None
-
-
-class Completion(msgspec.Struct, frozen=True):
-    content: str
-    model: str
-    usage: Usage = Usage()
-    reasoning_content: str | None = None
-    finish_reason: str | None = "stop"
-    timings: Timings = Timings()
-    offline: bool = False
-
-
-class StreamChunk(msgspec.Struct, frozen=True):
-    """One increment of a streamed answer; the last chunk carries finish_reason and usage."""
-
-    content: str = ""
-    reasoning_content: str = ""
-    finish_reason: str | None = None
-    usage: Usage | None = None
-    model: str = ""
-
-
 class Attempt(msgspec.Struct, frozen=True):
-    """One backend call made for a query, successful or not: the audit trail of a fallback."""
+    """One upstream call made for a query, successful or not: recorded once, where the call was
+    made, and read by the metrics, the traces, the response's `attempts` and the doctor."""
 
-    service: Service
+    service: str
     model: str
-    error_type: str | None = None
+    error_type: str | None = None  # None: it answered
     message: str | None = None
     latency_ms: float = 0.0
+    first_token_ms: float | None = None
+    retries: int = 0
     retry_after: float | None = None  # seconds the upstream (or an open breaker) asked to wait
+    continued: bool = False  # it continued an answer another attempt had started
+    skipped_events: int = 0  # malformed upstream events skipped, the stream going on
 
 
 class Fallback(msgspec.Struct, frozen=True):
-    from_service: Service
-    to_service: Service
+    """The move away from the first service asked (which models: the `attempts`)."""
+
+    from_service: str
+    to_service: str
     reason: str
 
 
-class QueryResult(msgspec.Struct, frozen=True):
+class QueryResult(msgspec.Struct, frozen=True, kw_only=True):
     """The answer to one `process_query` call: the body of `POST /api/ai/query`."""
 
     answer: str
     query_type: QueryType
-    selected_service: SelectedService
+    selected_service: str
     model: str
     cached: bool
     fallback: Fallback | None
@@ -163,19 +108,23 @@ class QueryResult(msgspec.Struct, frozen=True):
     latency_ms: float
     request_id: str
     agent_type: AgentType = AgentType.DIRECT
+    finish_reason: str | None = "stop"
     reasoning_content: str | None = None
     offline: bool = False
     attempts: tuple[Attempt, ...] = ()
     answers: dict[str, str] | None = None  # per service, for multi-service answers
+    adjustments: tuple[str, ...] = ()
+    routing: str | None = None  # what decided the query type
 
 
-class StreamStart(msgspec.Struct, frozen=True):
+class StreamStart(msgspec.Struct, frozen=True, kw_only=True):
     """The first event of a streamed answer: who answers, before any text arrives."""
 
     query_type: QueryType
-    selected_service: SelectedService
+    selected_service: str
     model: str
     request_id: str
     cached: bool = False
     fallback: Fallback | None = None
     offline: bool = False
+    routing: str | None = None

@@ -4,7 +4,7 @@ Servers are session-scoped: starting them is most of the cost, and the tests nev
 configuration (per-request behaviour goes through `[[mock: ...]]` directives in the prompt, and
 every test uses its own prompts, so cache entries and fault counters never cross tests). The one
 state that would cross tests is the circuit breaker, which the tests' injected failures would
-open for the tests after them; the services' config file sets it out of reach.
+open for the tests after them; the services' config file turns it off.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from tests.support.procs import AIORCH, free_port, run_server
 
 SERVICE_CONFIG = """\
 [breaker]
-failure_threshold = 1000000
+enabled = false
 """
 
 

@@ -65,9 +65,13 @@ def serve(
     )
 
 
-def query(url: str, text: str, *, key: str | None = None, **fields: Any) -> httpx.Response:
+def query(
+    url: str, text: str, *, key: str | None = None, fallback: bool = True, **fields: Any
+) -> httpx.Response:
     """POST /api/ai/query on a fresh connection (so that workers share connections fairly)."""
     headers = {"Authorization": f"Bearer {key}"} if key else {}
+    if not fallback:
+        headers["X-Aiorch-Fallback"] = "off"
     with httpx.Client(base_url=url, timeout=TIMEOUT, headers=headers) as client:
         return client.post("/api/ai/query", json={"query": text, **fields})
 

@@ -28,6 +28,7 @@ WAIT_TIMEOUT = 20.0
 BLANK_ENV: dict[str, str] = {
     **dict.fromkeys(ENV_KEYS, ""),
     "AIORCH_API_KEYS": "",
+    "AIORCH_TRUSTED_PROXIES": "",
     "AIORCH_CONFIG": "",
     "AIORCH_WORKERS": "",
 }

@@ -18,16 +18,10 @@ from typing import Any
 import pytest
 
 from aiorch.errors import ERROR_TYPES
+from aiorch.monitoring.initial import FLOW_STATUSES
 from aiorch.server.middleware import METHODS, ROUTES
-from aiorch.types import (
-    AgentType,
-    Mode,
-    QueryType,
-    SelectedService,
-    Service,
-    Status,
-    TokenType,
-)
+from aiorch.timing import PHASES
+from aiorch.types import AgentType, Mode, QueryType, Status, TokenType
 from tests.integration.reliability_support import (
     DEFAULT_TOML,
     KIMI_MODEL,
@@ -115,7 +109,7 @@ CASES = [
     Bad("huge-body", Q, js({"query": "a" * HUGE}), 413, r"limit"),
     Bad("bad-query-type", Q, js({"query": "x", "query_type": MARK}), 400, r"query_type"),
     Bad("bad-agent-type", Q, js({"query": "x", "agent_type": MARK}), 400, r"agent_type"),
-    Bad("bad-model", Q, js({"query": "x", "model": MARK}), 400, r"model .* is not one of"),
+    Bad("bad-model", Q, js({"query": "x", "model": MARK}), 404, r"model .* is not served here"),
     Bad("lone-surrogate", Q, b'{"query": "a\\ud800b"}', 400, r"not valid JSON"),
     Bad("invalid-utf8", Q, b'{"query": "\xff\xfe"}', 400, r"not valid JSON: not UTF-8", param=None),
     Bad("chat-no-messages", C, js({"model": "auto", "messages": []}), 400, r"user message"),
@@ -131,7 +125,7 @@ CASES = [
         "chat-bad-model",
         C,
         js({"model": MARK, "messages": [{"role": "user", "content": "x"}]}),
-        400,
+        404,
         r"model",
     ),
     Bad(
@@ -139,7 +133,7 @@ CASES = [
         C,
         js({"model": "auto", "messages": [{"role": "assistant", "content": "x"}]}),
         400,
-        r"end with a user message",
+        r"at least one user message",
     ),
     Bad("chat-missing-model", C, js({"messages": []}), 422, INVALID, param="model"),
     Bad(
@@ -163,7 +157,7 @@ def test_bad_bodies_get_a_json_error_saying_what_is_wrong(
     assert response.status_code == case.status, response.text[:300]
     assert response.headers["content-type"].startswith("application/json")
     error = response.json()["error"]
-    assert error["type"] in ERROR_TYPES
+    assert error["code"] in ERROR_TYPES
     assert re.search(case.says, error["message"], re.S), error["message"]
     if case.param is not UNCHECKED:
         assert error["param"] == case.param
@@ -336,9 +330,12 @@ def test_unknown_paths_and_methods_are_json_errors(service: Running) -> None:
 def closed_label_values(service: Running) -> set[str]:
     """Every value a label may take: the enums, the error types, routes, methods, models."""
     values: set[str] = set()
-    for enum in (QueryType, SelectedService, Service, AgentType, Mode, Status, TokenType):
+    for enum in (QueryType, AgentType, Mode, Status, TokenType):
         values |= {member.value for member in enum}
-    values |= ERROR_TYPES | ROUTES | METHODS | {"other", "/api/ai/flows/{name}"}
+    values |= {"kimi", "qwen", "multi"}  # the configured services, and the fan-out route
+    values |= set(PHASES) | set(FLOW_STATUSES)
+    values |= ERROR_TYPES | ROUTES | METHODS | {"other"}
+    values |= {"/api/ai/flows/{name}", "/v1/models/{model}"}
     values |= {KIMI_MODEL, QWEN_MODEL, "true", "false", "get", "set"}
     return values
 

@@ -120,9 +120,10 @@ BREAKER_CONFIG = f"""
 attempts = 1
 
 [breaker]
-failure_threshold = {THRESHOLD}
-# Far longer than the tests: once open, Kimi stays open (no probe) while they run.
+minimum_calls = {THRESHOLD}
+# Far longer than the tests, and no active probe: once open, Kimi stays open while they run.
 reset_seconds = 600
+probe_interval = 0
 """
 
 
@@ -169,7 +170,7 @@ def test_a_breaker_opened_by_one_replica_makes_the_other_skip_the_backend(
 
     # A alone calls Kimi, which fails every time, until A's breaker opens.
     for _ in range(THRESHOLD):
-        failed = query(a.url, unique("explain why"), model="kimi", use_cache=False)
+        failed = query(a.url, unique("explain why"), model="kimi", use_cache=False, fallback=False)
         assert failed.status_code == 502, failed.text
     assert breaker_state(a) == 2
     calls = kimi_calls(mock)
@@ -181,7 +182,7 @@ def test_a_breaker_opened_by_one_replica_makes_the_other_skip_the_backend(
     assert moved.status_code == 200, moved.text
     assert moved.json()["selected_service"] == "qwen"
     assert moved.json()["fallback"]["reason"] == "circuit_open"
-    refused = query(b.url, unique("explain why"), model="kimi", use_cache=False)
+    refused = query(b.url, unique("explain why"), model="kimi", use_cache=False, fallback=False)
     assert refused.status_code == 503, refused.text
     assert refused.json()["error"]["attempts"][0]["error_type"] == "circuit_open"
     assert int(refused.headers["Retry-After"]) >= 1  # when the breaker will let a probe through

@@ -41,7 +41,7 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
         (b'{"query": "   "}', 400, "query", "empty"),
         (b'{"query": "hi", "query_type": "poetry"}', 400, "query_type", "poetry"),
         (b'{"query": "hi", "agent_type": "ceo"}', 400, "agent_type", "ceo"),
-        (b'{"query": "hi", "model": "gpt-17"}', 400, "model", "gpt-17"),
+        (b'{"query": "hi", "model": "gpt-17"}', 404, "model", "gpt-17"),
         (b'{"query": "hi", "max_tokens": 0}', 400, "max_tokens", "max_tokens"),
         (b'{"query": "hi", "temperature": 7}', 400, "temperature", "temperature"),
         (b'{"query": "hi", "temperature": 1e999}', 422, "temperature", "invalid request body"),
@@ -57,7 +57,8 @@ def test_bad_query_bodies_say_what_is_wrong(
 
     assert response.status_code == status, response.text
     error = error_of(response)
-    assert error["type"] == "invalid_request"
+    assert error["type"] == "invalid_request_error"
+    assert error["code"] == ("model_not_found" if status == 404 else "invalid_request")
     assert error["param"] == param
     assert says in error["message"]
 
@@ -71,7 +72,7 @@ def test_bad_query_bodies_say_what_is_wrong(
         ({"model": "auto", "messages": [{"content": "hi"}]}, "messages[0].role"),
         ({"model": "auto", "messages": []}, "messages"),
         ({"model": "auto", "messages": [{"role": "assistant", "content": "hi"}]}, "messages"),
-        ({"model": "auto", "messages": [{"role": "user", "content": ""}]}, "query"),
+        ({"model": "auto", "messages": [{"role": "user", "content": ""}]}, "messages"),
         ({"model": "auto", "messages": "hi"}, "messages"),
         ({"model": "kimi", "thinking": {"type": "maybe"}, "messages": []}, "thinking.type"),
         (
@@ -96,7 +97,7 @@ def test_unknown_path_is_an_openai_shaped_404(kimi_api_service: Service) -> None
 
     assert response.status_code == 404
     error = error_of(response)
-    assert error["type"] == "not_found"
+    assert error["code"] == "not_found"
     assert "/v1/engines" in error["message"]
 
 
@@ -117,7 +118,7 @@ def test_wrong_method_is_405_with_allow(
 
     assert response.status_code == 405
     assert allowed in response.headers["allow"]
-    assert error_of(response)["type"] == "method_not_allowed"
+    assert error_of(response)["code"] == "method_not_allowed"
 
 
 def oversized_query() -> bytes:
@@ -130,7 +131,7 @@ def test_oversized_body_is_413(kimi_api_service: Service) -> None:
 
     assert response.status_code == 413
     error = error_of(response)
-    assert error["type"] == "payload_too_large"
+    assert error["code"] == "payload_too_large"
     assert "limit" in error["message"]
 
 
@@ -146,7 +147,7 @@ def test_oversized_chunked_body_is_413(kimi_api_service: Service) -> None:
 
     assert response.request.headers.get("transfer-encoding") == "chunked"
     assert response.status_code == 413
-    assert error_of(response)["type"] == "payload_too_large"
+    assert error_of(response)["code"] == "payload_too_large"
 
 
 def test_query_longer_than_the_character_limit_is_400(kimi_api_service: Service) -> None:
@@ -170,7 +171,7 @@ def test_api_keys_are_required_when_configured(keyed_service: Service) -> None:
         health = client.get("/healthz")
 
     assert missing.status_code == 401
-    assert error_of(missing)["type"] == "authentication"
+    assert error_of(missing)["code"] == "authentication"
     assert wrong.status_code == 401
     assert good.status_code == 200, good.text
     assert other_header.status_code == 200
@@ -178,8 +179,8 @@ def test_api_keys_are_required_when_configured(keyed_service: Service) -> None:
 
 
 def assert_every_attempt_listed(error: dict[str, Any], error_type: str) -> None:
-    assert error["type"] == "all_backends_failed"
-    assert [a["service"] for a in error["attempts"]] == ["kimi", "qwen"]
+    assert error["code"] == "all_backends_failed"
+    assert sorted(a["service"] for a in error["attempts"]) == ["kimi", "qwen"]
     assert {a["error_type"] for a in error["attempts"]} == {error_type}
     for attempt in error["attempts"]:
         assert attempt["model"]

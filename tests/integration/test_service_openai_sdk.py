@@ -179,11 +179,13 @@ def test_every_listed_model_can_be_used(sdk: openai.OpenAI) -> None:
         assert completion.choices[0].message.content, model.id
 
 
-def test_unknown_model_is_a_bad_request_naming_the_field(sdk: openai.OpenAI) -> None:
-    with pytest.raises(openai.BadRequestError) as caught:
+def test_unknown_model_is_model_not_found_naming_the_field(sdk: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
         sdk.chat.completions.create(model="gpt-17", messages=user("hi"))
 
-    assert caught.value.status_code == 400
+    assert caught.value.status_code == 404
+    assert caught.value.code == "model_not_found"
+    assert caught.value.type == "invalid_request_error"
     body = caught.value.body
     assert isinstance(body, dict)
     assert body["param"] == "model"
@@ -208,13 +210,18 @@ def test_all_backends_failing_is_an_api_error_listing_attempts(sdk: openai.OpenA
     assert caught.value.status_code == 502
     body = caught.value.body
     assert isinstance(body, dict)
-    assert body["type"] == "all_backends_failed"
+    assert body["code"] == "all_backends_failed"
     assert {a["service"] for a in body["attempts"]} == {"kimi", "qwen"}
 
 
-def test_stream_failing_mid_way_raises_instead_of_ending_short(sdk: openai.OpenAI) -> None:
+def test_stream_failing_mid_way_without_a_fallback_raises_instead_of_ending_short(
+    sdk: openai.OpenAI,
+) -> None:
     stream = sdk.chat.completions.create(
-        model="kimi", messages=user(unique("Why? [[mock: fault=cut cut_after=4]]")), stream=True
+        model="kimi",
+        messages=user(unique("Why? [[mock: fault=cut cut_after=4]]")),
+        stream=True,
+        extra_headers={"X-Aiorch-Fallback": "off"},
     )
     chunks = iter(stream)
     assert next(chunks).choices[0].delta.role == "assistant"
@@ -222,7 +229,7 @@ def test_stream_failing_mid_way_raises_instead_of_ending_short(sdk: openai.OpenA
     with pytest.raises(openai.APIError) as caught:
         list(chunks)
 
-    assert "failed mid-stream" in caught.value.message
+    assert "broke off" in caught.value.message
 
 
 def test_stream_failing_before_any_output_is_a_status_error(sdk: openai.OpenAI) -> None:

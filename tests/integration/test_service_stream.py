@@ -10,6 +10,7 @@ import json
 import socket
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.integration.service_support import Event, Service, sse_events, unique, wait_until
@@ -131,7 +132,7 @@ def test_stream_cut_mid_way_ends_with_an_error_event(online_service: Service) ->
     last = events[-1]
     assert last.event == "error", events
     error = json.loads(last.data)["error"]
-    assert error["type"] == "stream_interrupted"
+    assert error["code"] == "stream_interrupted"
     assert "kimi" in error["message"]
     assert not any(e.event == "done" for e in events)
 
@@ -146,7 +147,7 @@ def test_stream_that_fails_before_any_output_is_a_json_error(kimi_api_service: S
     assert response.status_code == 502
     assert response.headers["content-type"] == "application/json"
     error = response.json()["error"]
-    assert error["type"] == "all_backends_failed"
+    assert error["code"] == "all_backends_failed"
     assert [a["service"] for a in error["attempts"]] == ["kimi", "qwen"]
 
 
@@ -204,4 +205,25 @@ def test_client_leaving_before_the_first_token_cancels_the_upstream_call(
             == gone_before + 1
         ),
         "the request to be recorded as closed by the client",
+    )
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["plain", "stream"])
+def test_client_that_leaves_before_the_first_byte_cancels_the_upstream_call(
+    online_service: Service, streamed: bool
+) -> None:
+    # The upstream takes five seconds to begin; the client gives up after one. aiorch starts
+    # watching the connection a quarter of a second in, and must cancel its call then.
+    mock = online_service.mock
+    assert mock is not None
+    disconnects = mock.stats()["client_disconnects"]
+    body = {"query": unique("Slow. [[mock: latency_ms=5000]]"), "stream": streamed}
+    with online_service.client() as client, pytest.raises(httpx.ReadTimeout):
+        client.post("/api/ai/query", json=body, timeout=httpx.Timeout(5.0, read=1.0))
+
+    wait_until(lambda: mock.stats()["in_flight"] == 0, "the upstream request to be cancelled")
+    assert mock.stats()["client_disconnects"] == disconnects + 1
+    wait_until(
+        lambda: online_service.metric("orchestrator_in_flight_requests") == 0,
+        "the in-flight gauge to return to 0",
     )

@@ -126,7 +126,7 @@ def test_requests_longer_than_the_grace_period_end_with_a_clear_error(
     hung_outcome, slow_outcome = outcomes
     # Not uvicorn's bare "Internal Server Error": a JSON 503 that says why, and when to retry.
     assert hung_outcome.status == 503, hung_outcome.text[:300]
-    assert hung_outcome.body["error"]["type"] == "cancelled"
+    assert hung_outcome.body["error"]["code"] == "cancelled"
     assert "shutting down" in hung_outcome.body["error"]["message"]
     # A stream already under way ends with an explicit error event, not a silent cut.
     assert slow_outcome.status == 200

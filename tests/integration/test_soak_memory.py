@@ -19,7 +19,8 @@ import httpx
 import psutil
 import pytest
 
-from aiorch.mock.settings import FAULT_NAMES
+from aiorch.mock.settings import FAILOVER_FAULTS
+from aiorch.mock.settings import FAULT_NAMES as ALL_FAULTS
 from tests.integration.reliability_support import (
     DEFAULT_TOML,
     aiorch_service,
@@ -32,6 +33,10 @@ from tests.integration.service_support import Mock, unique
 from tests.integration.service_support import Service as Running
 
 pytestmark = pytest.mark.slow
+
+# The failover faults (stalls, stream errors, request 400s, a model down for a while) have their
+# own scenario suite (issue 16); this one covers the faults it was written for.
+FAULT_NAMES = tuple(f for f in ALL_FAULTS if f not in FAILOVER_FAULTS)
 
 SOAK_S = 22.0
 WARM_UP_S = 7.0

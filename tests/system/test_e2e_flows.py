@@ -21,7 +21,7 @@ def test_flows_are_listed_and_an_unknown_one_is_404(service: Service) -> None:
     assert listed.status_code == 200
     assert {"name": "dev-qa", "stages": ["dev", "qa"]} in listed.json()["flows"]
     assert missing.status_code == 404
-    assert missing.json()["error"]["type"] == "not_found"
+    assert missing.json()["error"]["code"] == "not_found"
     assert "configured flows: ba-dev-qa, dev-qa" in missing.json()["error"]["message"]
 
 

@@ -33,9 +33,6 @@ from tests.system.readme import REPO, Example, examples
 
 BIN = str(Path(sys.executable).parent)
 README_PORTS = {"aiorch": 8000, "mock": 9100}  # the ports the README's examples use
-MOCK_PENDING = pytest.mark.xfail(
-    strict=True, reason="mock answers agent prompts with filler until branch mock lands"
-)
 # Variables that would change what a README command does; the reader's shell has none of them.
 OURS = re.compile(r"^(KIMI_|QWEN_|AIORCH_|OTEL_|PROMETHEUS_MULTIPROC_DIR$|MAKE|MFLAGS$)")
 
@@ -305,6 +302,20 @@ REAL_RUNS: dict[str, Callable[[pytest.FixtureRequest], None]] = {
 }
 
 
+def config_snippet(example: Example, request: pytest.FixtureRequest) -> None:
+    """A configuration example loads as it stands, and the services it names are there."""
+    import re
+
+    from aiorch.config import load_settings
+
+    tmp = request.getfixturevalue("tmp_path")
+    path = tmp / "aiorch.toml"
+    path.write_text(example.text + "\n")
+    settings = load_settings({}, config_path=path)
+    for name in re.findall(r"^\[services\.([\w-]+)\]", example.text, re.M):
+        assert name in settings.services, name
+
+
 @dataclass(frozen=True)
 class Handler:
     name: str
@@ -326,6 +337,7 @@ HANDLERS = [
     Handler(
         "file tree", lambda e: e.kind == "block" and e.text.startswith("src/aiorch/"), file_tree
     ),
+    Handler("configuration", lambda e: e.kind == "block" and e.lang == "toml", config_snippet),
     Handler(
         "aiorch command",
         lambda e: (
@@ -341,11 +353,7 @@ HANDLERS = [
 ]
 
 
-def marks(example: Example) -> list[pytest.MarkDecorator]:
-    return [MOCK_PENDING] if "/api/ai/flows/" in example.text else []
-
-
-@pytest.mark.parametrize("example", [pytest.param(e, id=e.id, marks=marks(e)) for e in EXAMPLES])
+@pytest.mark.parametrize("example", [pytest.param(e, id=e.id) for e in EXAMPLES])
 def test_readme_example(example: Example, request: pytest.FixtureRequest) -> None:
     handler = next((h for h in HANDLERS if h.matches(example)), None)
     assert handler is not None, (

@@ -11,10 +11,15 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from aiorch.backends import Backend
-from aiorch.config import BackendSettings
+from aiorch.answer import Collector, Delta, End, Event, Skipped, Timings
+from aiorch.backends import Backend, Call
+from aiorch.catalog import model_of
+from aiorch.clients import Reply
 from aiorch.mock import MockConfig, create_app
-from aiorch.types import Completion, CompletionRequest, Message, Service, StreamChunk
+from aiorch.models import prepare
+from aiorch.request import ChatMessage, ChatRequest
+from aiorch.service_settings import ServiceSettings
+from aiorch.types import Usage
 from tests.support.procs import free_port
 
 API_KEY = "sk-unit-mock"
@@ -55,44 +60,86 @@ async def sent_bodies(url: str) -> list[dict[str, Any]]:
     ]
 
 
-def openai_settings(url: str, **fields: Any) -> BackendSettings:
+def openai_settings(url: str, **fields: Any) -> ServiceSettings:
     values: dict[str, Any] = {
-        "service": Service.KIMI,
+        "name": "kimi",
         "base_url": f"{url}/v1",
         "api_key": API_KEY,
         "model": "kimi-k2-thinking",
     }
-    return BackendSettings(**{**values, **fields})
+    return ServiceSettings(**{**values, **fields})
 
 
-def ollama_settings(url: str, **fields: Any) -> BackendSettings:
+def ollama_settings(url: str, **fields: Any) -> ServiceSettings:
     values: dict[str, Any] = {
-        "service": Service.QWEN,
+        "name": "qwen",
         "ollama_url": url,
         "ollama_model": "qwen2.5-coder:7b",
     }
-    return BackendSettings(**{**values, **fields})
+    return ServiceSettings(**{**values, **fields})
 
 
-async def collect(backend: Backend, text: str, **fields: Any) -> list[StreamChunk]:
-    """Every chunk of a streamed answer to `text`."""
-    return [chunk async for chunk in backend.stream(ask(text, **fields))]
+def ask(text: str, **fields: Any) -> ChatRequest:
+    return ChatRequest(messages=(ChatMessage(role="user", content=text),), model="any", **fields)
 
 
-def ask(text: str, **fields: Any) -> CompletionRequest:
-    return CompletionRequest(messages=(Message("user", text),), **fields)
+def call_of(backend: Backend, request: ChatRequest, stream: bool, prefill: str = "") -> Call:
+    """The call the core would make: the service's default model, its rules applied."""
+    model = model_of(backend.settings, backend.settings.model_id)
+    prepared = prepare(model, request)
+    return Call(
+        request=prepared.request,
+        model=model,
+        thinking=prepared.thinking,
+        max_tokens=prepared.max_tokens,
+        stream=stream,
+        prefill=prefill,
+    )
 
 
-async def call(backend: Backend, prompt: str, streaming: bool) -> Completion | list[StreamChunk]:
+async def complete(backend: Backend, request: ChatRequest) -> Whole:
+    """A plain call, made whole."""
+    collector = Collector()
+    end = End(Usage())
+    async for event in backend.generate(call_of(backend, request, stream=False)):
+        if isinstance(event, Delta):
+            collector.add(event)
+        elif isinstance(event, End):
+            end = event
+    return Whole(collector.choices(), end.usage, end.model, end.timings)
+
+
+class Whole(Reply, frozen=True):
+    """A backend's whole answer, with Ollama's timings when it sent them."""
+
+    timings: Timings | None = None
+
+
+def stream(backend: Backend, request: ChatRequest) -> AsyncIterator[Event]:
+    return backend.generate(call_of(backend, request, stream=True))
+
+
+async def collect(backend: Backend, text: str, **fields: Any) -> list[Event]:
+    """Every event of a streamed answer to `text`: deltas, then the `End`."""
+    return [event async for event in stream(backend, ask(text, **fields))]
+
+
+def text_of(events: list[Event], *, reasoning: bool = False) -> str:
+    deltas = [e for e in events if isinstance(e, Delta)]
+    return "".join(d.reasoning if reasoning else d.content for d in deltas)
+
+
+async def call(backend: Backend, prompt: str, streaming: bool) -> Whole | list[Event]:
     """One whole call, streamed or not: the two paths must fail the same way."""
     if streaming:
-        return [chunk async for chunk in backend.stream(ask(prompt))]
-    return await backend.complete(ask(prompt))
+        return await collect(backend, prompt)
+    return await complete(backend, ask(prompt))
 
 
-async def drain(chunks: AsyncIterator[StreamChunk], into: list[StreamChunk]) -> None:
-    async for chunk in chunks:
-        into.append(chunk)
+async def drain(events: AsyncIterator[Event], into: list[Event]) -> None:
+    async for event in events:
+        if not isinstance(event, Skipped):
+            into.append(event)
 
 
 async def wait_for_stats(

@@ -23,12 +23,15 @@ from aiorch.agents import (
     Verdict,
     default_agents,
 )
-from aiorch.backends import Readiness
-from aiorch.config import BackendSettings, RetrySettings, Settings, load_settings
-from aiorch.errors import BackendOverloaded, NotFound, RequestError
+from aiorch.answer import Delta, End, Event
+from aiorch.backends import Call, Readiness
+from aiorch.config import RetrySettings, Settings, load_settings
+from aiorch.errors import BackendOverloaded, NotFound, RequestError, UnsupportedParameter
 from aiorch.monitoring.prometheus_metrics import Metrics
 from aiorch.orchestrator import AIOrchestrator
-from aiorch.types import AgentType, Completion, CompletionRequest, Service, StreamChunk, Usage
+from aiorch.request import ChatRequest
+from aiorch.service_settings import ServiceSettings
+from aiorch.types import AgentType, Usage
 
 STORIES = {
     "stories": [
@@ -58,7 +61,7 @@ class ScriptedBackend:
 
     def __init__(
         self,
-        settings: BackendSettings,
+        settings: ServiceSettings,
         answer: Callable[[str], str] = scripted,
         fails: Callable[[str], bool] = lambda prompt: False,
     ) -> None:
@@ -66,22 +69,25 @@ class ScriptedBackend:
         self.answer = answer
         self.fails = fails
         self.prompts: list[str] = []
-        self.requests: list[CompletionRequest] = []
+        self.requests: list[ChatRequest] = []
 
-    async def complete(self, request: CompletionRequest) -> Completion:
-        prompt = request.messages[-1].content
+    def refusal(self, request: ChatRequest) -> UnsupportedParameter | None:
+        return None
+
+    def notes(self, request: ChatRequest) -> tuple[str, ...]:
+        return ()
+
+    async def generate(self, call: Call) -> AsyncIterator[Event]:
+        request = call.request
+        prompt = request.messages[-1].text()
         self.prompts.append(prompt)
         self.requests.append(request)
         if self.fails(prompt):
             raise BackendOverloaded(
-                "scripted outage", service=self.settings.service.value, model=self.settings.model_id
+                "scripted outage", service=self.settings.name, model=call.model.id
             )
-        return Completion(self.answer(prompt), self.settings.model_id, usage=Usage(10, 20))
-
-    async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamChunk]:
-        completion = await self.complete(request)
-        yield StreamChunk(content=completion.content, model=completion.model)
-        yield StreamChunk(finish_reason="stop", usage=completion.usage, model=completion.model)
+        yield Delta(content=self.answer(prompt), finish_reason="stop")
+        yield End(Usage(10, 20), call.model.id)
 
     async def probe(self) -> Readiness:
         raise NotImplementedError
@@ -98,10 +104,10 @@ def settings_with_models(**changes: object) -> Settings:
 
 def build(
     settings: Settings | None = None,
-    backends: dict[Service, ScriptedBackend] | None = None,
-) -> tuple[FlowRunner, dict[Service, ScriptedBackend], CollectorRegistry]:
+    backends: dict[str, ScriptedBackend] | None = None,
+) -> tuple[FlowRunner, dict[str, ScriptedBackend], CollectorRegistry]:
     settings = settings or settings_with_models()
-    backends = backends or {s: ScriptedBackend(settings.backend(s)) for s in Service}
+    backends = backends or {n: ScriptedBackend(s) for n, s in settings.services.items()}
     registry = CollectorRegistry()
     orchestrator = AIOrchestrator(settings, backends=backends, metrics=Metrics(registry))
     return FlowRunner(orchestrator), backends, registry
@@ -132,8 +138,8 @@ async def test_ba_dev_qa_hands_each_artefact_to_the_next_stage() -> None:
     assert all(s.model and s.usage == Usage(10, 20) and not s.cached for s in result.stages)
     assert result.usage == Usage(30, 60)
     # What each stage was given.
-    (ba_prompt,) = backends[Service.KIMI].prompts
-    dev_prompt, qa_prompt = backends[Service.QWEN].prompts
+    (ba_prompt,) = backends["kimi"].prompts
+    dev_prompt, qa_prompt = backends["qwen"].prompts
     assert "Users can reset their password" in ba_prompt
     assert "US-1: Reset password" in dev_prompt
     assert "A link is e-mailed" in dev_prompt
@@ -179,11 +185,11 @@ async def test_events_come_in_order_and_end_with_the_result() -> None:
 async def test_dev_qa_works_from_the_request_itself() -> None:
     runner, backends, _ = build()
     result = await runner.run("dev-qa", "Add a search box")
-    dev_prompt, qa_prompt = backends[Service.QWEN].prompts
+    dev_prompt, qa_prompt = backends["qwen"].prompts
     assert result.status == "completed"
     assert dev_prompt.count("Add a search box") == 2  # as the request and as the requirements
     assert "No written criteria" in qa_prompt
-    assert backends[Service.KIMI].prompts == []
+    assert backends["kimi"].prompts == []
 
 
 async def test_an_unparseable_stage_fails_the_flow_and_keeps_the_stages_before_it() -> None:
@@ -191,7 +197,7 @@ async def test_an_unparseable_stage_fails_the_flow_and_keeps_the_stages_before_i
         return "I'd rather not judge." if "Role: QA engineer" in prompt else scripted(prompt)
 
     settings = settings_with_models()
-    backends = {s: ScriptedBackend(settings.backend(s), refuse_review) for s in Service}
+    backends = {n: ScriptedBackend(s, refuse_review) for n, s in settings.services.items()}
     runner, _, registry = build(settings, backends)
 
     result = await runner.run("ba-dev-qa", "Users can reset their password")
@@ -225,7 +231,7 @@ async def test_a_stage_whose_backends_all_fail_names_the_stage_and_every_attempt
     def dev_prompt(prompt: str) -> bool:
         return "Role: software developer" in prompt
 
-    backends = {s: ScriptedBackend(settings.backend(s), fails=dev_prompt) for s in Service}
+    backends = {n: ScriptedBackend(s, fails=dev_prompt) for n, s in settings.services.items()}
     runner, _, registry = build(settings, backends)
 
     result = await runner.run("ba-dev-qa", "Users can reset their password")
@@ -250,8 +256,8 @@ async def test_a_stage_whose_backends_all_fail_names_the_stage_and_every_attempt
 async def test_a_stage_that_falls_back_says_so() -> None:
     settings = settings_with_models()
     backends = {
-        Service.KIMI: ScriptedBackend(settings.kimi, fails=lambda prompt: True),
-        Service.QWEN: ScriptedBackend(settings.qwen),
+        "kimi": ScriptedBackend(settings.kimi, fails=lambda prompt: True),
+        "qwen": ScriptedBackend(settings.qwen),
     }
     runner, _, _ = build(settings, backends)
 
@@ -291,7 +297,7 @@ async def test_an_unparseable_answer_is_not_cached_so_the_next_run_asks_again() 
         return scripted(prompt)
 
     settings = settings_with_models()
-    backends = {s: ScriptedBackend(settings.backend(s), review_once_badly) for s in Service}
+    backends = {n: ScriptedBackend(s, review_once_badly) for n, s in settings.services.items()}
     runner, _, registry = build(settings, backends)
 
     first = await runner.run("ba-dev-qa", "Users can reset their password")
@@ -342,7 +348,7 @@ async def test_flows_come_from_the_configuration(tmp_path: Path) -> None:
     result = await runner.run("review-only", "def add(a, b): return a - b")
 
     assert [s.stage for s in result.stages] == ["qa"]
-    (qa_prompt,) = backends[Service.QWEN].prompts
+    (qa_prompt,) = backends["qwen"].prompts
     assert "def add(a, b): return a - b" in qa_prompt  # the request is the code under review
 
 
@@ -353,9 +359,10 @@ async def test_unknown_flows_and_empty_requests_are_refused_before_anything_runs
     with pytest.raises(RequestError, match="non-empty"):
         await runner.run("ba-dev-qa", "   ")
     assert all(b.prompts == [] for b in backends.values())
+    # The series exists from start-up (at zero, so that rate() sees the first run): still zero.
     assert (
         registry.get_sample_value("ai_flow_runs_total", {"flow": "ba-dev-qa", "status": "failed"})
-        is None
+        == 0.0
     )
 
 
@@ -368,7 +375,7 @@ async def test_a_consumer_that_stops_listening_counts_as_cancelled() -> None:
     await events.aclose()
 
     assert sample(registry, "ai_flow_runs_total", flow="ba-dev-qa", status="cancelled") == 1
-    assert len(backends[Service.QWEN].prompts) == 0  # dev never started
+    assert len(backends["qwen"].prompts) == 0  # dev never started
 
 
 async def test_a_crash_inside_a_stage_still_returns_the_completed_stages() -> None:

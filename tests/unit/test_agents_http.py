@@ -15,7 +15,6 @@ from aiorch.errors import ConfigError
 from aiorch.monitoring.prometheus_metrics import Metrics
 from aiorch.orchestrator import AIOrchestrator
 from aiorch.server.app import create_app
-from aiorch.types import Service
 from tests.unit.test_agents_flow import ScriptedBackend, scripted, settings_with_models
 
 
@@ -26,9 +25,9 @@ def refuse_review(prompt: str) -> str:
 @contextlib.contextmanager
 def app_client(
     answer: Callable[[str], str],
-) -> Iterator[tuple[TestClient, dict[Service, ScriptedBackend]]]:
+) -> Iterator[tuple[TestClient, dict[str, ScriptedBackend]]]:
     settings = settings_with_models()
-    backends = {s: ScriptedBackend(settings.backend(s), answer) for s in Service}
+    backends = {n: ScriptedBackend(s, answer) for n, s in settings.services.items()}
     orchestrator = AIOrchestrator(settings, backends=backends, metrics=Metrics(CollectorRegistry()))
     with TestClient(create_app(settings, orchestrator=orchestrator)) as client:
         yield client, backends
@@ -88,7 +87,7 @@ def test_a_completed_flow_is_200_and_every_stage_gets_the_context() -> None:
     assert body["error"] is None
     assert body["verdict"] == "fail"
     assert [s["artefact"]["kind"] for s in body["stages"]] == ["code", "review"]
-    systems = [r.messages[0].content for r in backends[Service.QWEN].requests]
+    systems = [r.messages[0].content for r in backends["qwen"].requests]
     assert systems == ["Context:\nPython 3.11"] * 2
 
 
@@ -132,7 +131,7 @@ def test_bad_bodies_say_what_is_wrong(
     )
     assert response.status_code == status
     error = response.json()["error"]
-    assert error["type"] == "invalid_request"
+    assert error["code"] == "invalid_request"
     assert error["param"] == param
     assert says in error["message"]
 
@@ -141,7 +140,7 @@ def test_an_unknown_flow_is_404_and_lists_the_flows(client: TestClient) -> None:
     response = client.post("/api/ai/flows/qa-dev-ba", json={"request": "x"})
     assert response.status_code == 404
     error = response.json()["error"]
-    assert error["type"] == "not_found"
+    assert error["code"] == "not_found"
     assert "ba-dev-qa, dev-qa" in error["message"]
 
 

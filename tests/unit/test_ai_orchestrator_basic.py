@@ -8,41 +8,43 @@ from collections.abc import AsyncIterator
 import msgspec
 from prometheus_client import CollectorRegistry
 
-from aiorch.backends import Readiness
-from aiorch.config import BackendSettings, load_settings
+from aiorch.answer import Answer, Delta, End, Event
+from aiorch.backends import Call, Readiness
+from aiorch.config import load_settings
+from aiorch.errors import UnsupportedParameter
 from aiorch.monitoring.prometheus_metrics import Metrics
 from aiorch.orchestrator import AIOrchestrator
-from aiorch.types import Completion, CompletionRequest, QueryResult, Service, StreamChunk, Usage
+from aiorch.request import ChatRequest
+from aiorch.service_settings import ServiceSettings
+from aiorch.types import Usage
 
 
 class StubBackend:
     """Answers at once and remembers what it was asked; stands in for a model in unit tests."""
 
-    def __init__(self, settings: BackendSettings, delay: float = 0.0) -> None:
+    def __init__(self, settings: ServiceSettings, delay: float = 0.0) -> None:
         self.settings = settings
         self.delay = delay
-        self.calls: list[CompletionRequest] = []
+        self.calls: list[ChatRequest] = []
         self.active = 0
         self.peak_active = 0
 
-    async def complete(self, request: CompletionRequest) -> Completion:
-        self.calls.append(request)
+    def refusal(self, request: ChatRequest) -> UnsupportedParameter | None:
+        return None
+
+    def notes(self, request: ChatRequest) -> tuple[str, ...]:
+        return ()
+
+    async def generate(self, call: Call) -> AsyncIterator[Event]:
+        self.calls.append(call.request)
         self.active += 1
         self.peak_active = max(self.peak_active, self.active)
         try:
             await asyncio.sleep(self.delay)
         finally:
             self.active -= 1
-        return Completion(
-            content=f"{self.settings.service.value} says hi",
-            model=self.settings.model_id,
-            usage=Usage(3, 4),
-        )
-
-    async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamChunk]:
-        completion = await self.complete(request)
-        yield StreamChunk(content=completion.content, model=completion.model)
-        yield StreamChunk(finish_reason="stop", usage=completion.usage, model=completion.model)
+        yield Delta(content=f"{self.settings.name} says hi", finish_reason="stop")
+        yield End(Usage(3, 4), call.model.id)
 
     async def probe(self) -> Readiness:
         raise NotImplementedError
@@ -70,8 +72,8 @@ async def test_process_query_uses_cache_on_second_call() -> None:
     # The answer is the one stored in orchestrator.cache.
     assert len(orchestrator.cache) == 1  # type: ignore[arg-type]
     (key,) = orchestrator.cache._entries  # type: ignore[attr-defined]
-    stored = msgspec.json.decode(await orchestrator.cache.get(key), type=QueryResult)
-    assert stored.answer == second.answer
+    stored = msgspec.json.decode(await orchestrator.cache.get(key), type=Answer)
+    assert stored.text == second.answer
     # Without the cache entry the same call goes to the backend again.
     await orchestrator.cache.clear()
     third = await orchestrator.process_query("Why is the sky blue?", query_type="reasoning")
@@ -82,7 +84,7 @@ async def test_process_query_uses_cache_on_second_call() -> None:
 async def test_process_query_unknown_uses_multi_service_stub() -> None:
     registry = CollectorRegistry()
     settings = load_settings({})
-    stubs = {s: StubBackend(settings.backend(s), delay=0.05) for s in Service}
+    stubs = {name: StubBackend(s, delay=0.05) for name, s in settings.services.items()}
     orchestrator = AIOrchestrator(settings, backends=stubs, metrics=Metrics(registry))
     misses_before = sample(registry, "orchestrator_cache_misses_total")
 
@@ -107,7 +109,7 @@ async def test_process_query_unknown_uses_multi_service_stub() -> None:
 
 async def test_an_answer_the_caller_does_not_accept_is_returned_but_not_cached() -> None:
     settings = load_settings({"KIMI_API_KEY": "k", "QWEN_OLLAMA_URL": "http://qwen.invalid"})
-    backends = {s: StubBackend(settings.backend(s)) for s in Service}
+    backends = {n: StubBackend(s) for n, s in settings.services.items()}
     orchestrator = AIOrchestrator(settings, backends=backends, metrics=Metrics(CollectorRegistry()))
     judged: list[str] = []
 
@@ -122,5 +124,5 @@ async def test_an_answer_the_caller_does_not_accept_is_returned_but_not_cached()
     assert rejected.answer == "kimi says hi"  # the caller still gets the answer to judge
     assert judged == ["kimi says hi"]
     assert (rejected.cached, again.cached, third.cached) == (False, False, True)
-    assert len(backends[Service.KIMI].calls) == 2
+    assert len(backends["kimi"].calls) == 2
     await orchestrator.close()

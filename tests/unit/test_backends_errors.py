@@ -16,6 +16,7 @@ from aiorch.errors import (
     BackendStatusError,
     BackendTimeout,
     QuotaExceeded,
+    UpstreamRequestError,
     http_status,
     is_retryable,
 )
@@ -62,20 +63,12 @@ def ollama(message: str) -> bytes:
             True,
             "upstream_error",
         ),
-        (
-            404,
-            ollama('model "x" not found, try pulling it first'),
-            BackendStatusError,
-            False,
-            "upstream_error",
-        ),
         # Status alone.
         (500, b"", BackendStatusError, True, "upstream_error"),
         (502, b"<html>bad gateway</html>", BackendStatusError, True, "upstream_error"),
         (503, b"", BackendOverloaded, True, "overloaded"),
         (504, b"", BackendTimeout, True, "timeout"),
         (408, b"", BackendTimeout, True, "timeout"),
-        (400, moonshot("invalid_request_error"), BackendStatusError, False, "upstream_error"),
         (
             401,
             moonshot("invalid_authentication_error"),
@@ -98,6 +91,44 @@ def test_error_mapping(
     assert f"HTTP {status}" in error.message
     if isinstance(error, BackendStatusError):
         assert error.upstream_status == status
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "upstream_type", "code"),
+    [
+        (404, ollama('model "x" not found, try pulling it first'), None, None),
+        (400, moonshot("invalid_request_error"), "invalid_request_error", None),
+        (
+            400,
+            msgspec.json.encode(
+                {
+                    "error": {
+                        "type": "invalid_request_error",
+                        "code": "context_length_exceeded",
+                        "param": "messages",
+                        "message": "too long",
+                    }
+                }
+            ),
+            "invalid_request_error",
+            "context_length_exceeded",
+        ),
+        (422, b"", None, None),
+    ],
+)
+def test_request_errors_pass_through_as_the_upstream_said_them(
+    status: int, body: bytes, upstream_type: str | None, code: str | None
+) -> None:
+    error = error_from_response(status, body, {}, "kimi", "kimi-k2-thinking")
+
+    assert isinstance(error, UpstreamRequestError)
+    assert not is_retryable(error)
+    assert http_status(error) == status
+    detail = error.to_dict()["error"]
+    assert isinstance(detail, dict)
+    assert detail["type"] == (upstream_type or "invalid_request_error")
+    assert detail["code"] == code
+    assert (detail["service"], detail["model"]) == ("kimi", "kimi-k2-thinking")
 
 
 def test_message_carries_the_upstream_type_and_text_clipped() -> None:

@@ -9,6 +9,7 @@ import msgspec
 import pytest
 from aiohttp import web
 
+from aiorch.answer import Delta, End, Event
 from aiorch.backends.openai_compat import OpenAIBackend
 from aiorch.errors import (
     BackendConnectionError,
@@ -18,20 +19,26 @@ from aiorch.errors import (
     BackendRateLimited,
     BackendStatusError,
     QuotaExceeded,
+    StreamCut,
+    UpstreamRequestError,
     is_retryable,
 )
 from aiorch.mock import MockConfig
-from aiorch.types import StreamChunk, Usage
+from aiorch.request import Thinking
+from aiorch.types import Usage
 from tests.unit.backend_support import (
     ask,
     black_hole,
     call,
     collect,
+    complete,
     drain,
     openai_settings,
     running_mock,
     sent_bodies,
     serve_app,
+    stream,
+    text_of,
     wait_for_stats,
 )
 
@@ -44,7 +51,7 @@ async def kimi(mock_url: str) -> AsyncIterator[OpenAIBackend]:
 
 
 async def test_complete_returns_answer_reasoning_and_usage(kimi: OpenAIBackend) -> None:
-    completion = await kimi.complete(ask("Why is the sky blue?"))
+    completion = await complete(kimi, ask("Why is the sky blue?"))
 
     assert completion.content
     assert completion.reasoning_content  # a thinking model's reasoning_content
@@ -55,11 +62,10 @@ async def test_complete_returns_answer_reasoning_and_usage(kimi: OpenAIBackend) 
     assert completion.usage.completion_tokens == len(completion.content.split()) + len(
         completion.reasoning_content.split()
     )
-    assert completion.offline is False
 
 
 async def test_request_body_is_openai_shaped(kimi: OpenAIBackend, mock_url: str) -> None:
-    await kimi.complete(ask("hello", max_tokens=123, temperature=0.25))
+    await complete(kimi, ask("hello", max_tokens=123, temperature=0.25))
 
     (body,) = await sent_bodies(mock_url)
     assert body["model"] == "kimi-k2-thinking"
@@ -67,12 +73,12 @@ async def test_request_body_is_openai_shaped(kimi: OpenAIBackend, mock_url: str)
     assert body["max_tokens"] == 123
     assert body["temperature"] == 0.25
     assert body["stream"] is False
-    assert "thinking" not in body  # only sent when the caller decides
+    assert "thinking" not in body  # kimi-k2-thinking has no switch: it always thinks
 
 
 async def test_defaults_come_from_the_settings(mock_url: str) -> None:
     backend = OpenAIBackend(openai_settings(mock_url, max_tokens=999, temperature=1.0))
-    await backend.complete(ask("hello"))
+    await complete(backend, ask("hello"))
     await backend.close()
 
     (body,) = await sent_bodies(mock_url)
@@ -81,8 +87,8 @@ async def test_defaults_come_from_the_settings(mock_url: str) -> None:
 
 async def test_thinking_switch_for_kimi_k2_6(mock_url: str) -> None:
     backend = OpenAIBackend(openai_settings(mock_url, model="kimi-k2.6"))
-    thinking = await backend.complete(ask("Why?", thinking=True))
-    instant = await backend.complete(ask("Why?", thinking=False))
+    thinking = await complete(backend, ask("Why?", thinking=Thinking("enabled")))
+    instant = await complete(backend, ask("Why?", thinking=Thinking("disabled")))
     await backend.close()
 
     assert thinking.reasoning_content
@@ -90,30 +96,37 @@ async def test_thinking_switch_for_kimi_k2_6(mock_url: str) -> None:
     first, second = await sent_bodies(mock_url)
     assert first["thinking"] == {"type": "enabled"}
     assert second["thinking"] == {"type": "disabled"}
+    # kimi-k2.6 fixes its sampling and wants the newer token-limit name.
+    assert "temperature" not in first
+    assert first["max_completion_tokens"] > 0
+    assert "max_tokens" not in first
 
 
 async def test_budget_shared_with_thinking_ends_with_length(kimi: OpenAIBackend) -> None:
-    completion = await kimi.complete(ask("Why?", max_tokens=5))
+    completion = await complete(kimi, ask("Why?", max_tokens=5))
 
     assert completion.finish_reason == "length"
     assert completion.usage.completion_tokens == 5
 
 
 async def test_stream_sends_reasoning_then_content_then_usage(kimi: OpenAIBackend) -> None:
-    chunks = await collect(kimi, "Why is the sky blue?")
+    events = await collect(kimi, "Why is the sky blue?")
 
-    *text, last = chunks
-    assert len(text) > 10  # one chunk per token, not one per answer
-    kinds = ["reasoning" if c.reasoning_content else "content" for c in text]
+    *deltas, finish, end = events
+    assert isinstance(end, End)
+    assert isinstance(finish, Delta)
+    assert all(isinstance(d, Delta) for d in deltas)
+    text = [d for d in deltas if isinstance(d, Delta) and d.has_output]
+    assert len(text) > 10  # one delta per token, not one per answer
+    kinds = ["reasoning" if c.reasoning else "content" for c in text]
     assert kinds == sorted(kinds, key=lambda k: k != "reasoning")  # thinking comes first
-    assert all(c.finish_reason is None and c.usage is None for c in text)
-    assert last.finish_reason == "stop"
-    assert last.usage is not None
-    assert last.usage.completion_tokens == len(text)
+    assert all(c.finish_reason is None for c in text)
+    assert finish.finish_reason == "stop"
+    assert end.usage.completion_tokens == len(text)
 
-    whole = await kimi.complete(ask("Why is the sky blue?"))
-    assert "".join(c.content for c in text) == whole.content
-    assert "".join(c.reasoning_content for c in text) == whole.reasoning_content
+    whole = await complete(kimi, ask("Why is the sky blue?"))
+    assert text_of(events) == whole.content
+    assert text_of(events, reasoning=True) == whole.reasoning_content
 
 
 async def test_stream_asks_for_usage(kimi: OpenAIBackend, mock_url: str) -> None:
@@ -147,11 +160,14 @@ async def test_usage_in_the_last_choice_is_read() -> None:
     app.router.add_post("/v1/chat/completions", moonshot_stream)
     async with serve_app(app) as url:
         backend = OpenAIBackend(openai_settings(url))
-        chunks = await collect(backend, "hi")
+        events = await collect(backend, "hi")
         await backend.close()
 
-    assert [(c.reasoning_content, c.content) for c in chunks[:-1]] == [("hm", ""), ("", "ok")]
-    assert chunks[-1].usage == Usage(7, 2, 0)
+    deltas = [e for e in events if isinstance(e, Delta) and e.has_output]
+    assert [(d.reasoning, d.content) for d in deltas] == [("hm", ""), ("", "ok")]
+    end = events[-1]
+    assert isinstance(end, End)
+    assert end.usage == Usage(7, 2, 0)
 
 
 @pytest.mark.parametrize(
@@ -189,27 +205,29 @@ async def test_faults_map_to_errors(
 
 
 async def test_stream_cut_midway_raises_after_the_first_chunks(kimi: OpenAIBackend) -> None:
-    received: list[StreamChunk] = []
-    with pytest.raises((BackendProtocolError, BackendConnectionError)):
-        await drain(kimi.stream(ask("Why? [[mock: fault=cut cut_after=3]]")), received)
+    received: list[Event] = []
+    with pytest.raises((StreamCut, BackendConnectionError)):
+        await drain(stream(kimi, ask("Why? [[mock: fault=cut cut_after=3]]")), received)
 
     assert 1 <= len(received) <= 3
-    assert all(c.finish_reason is None for c in received)
+    assert all(isinstance(c, Delta) and c.finish_reason is None for c in received)
 
 
 async def test_wrong_key_and_unknown_model_are_not_retryable(mock_url: str) -> None:
     wrong_key = OpenAIBackend(openai_settings(mock_url, api_key="sk-wrong"))
     unknown = OpenAIBackend(openai_settings(mock_url, model="kimi-k9"))
     with pytest.raises(BackendStatusError) as unauthorised:
-        await wrong_key.complete(ask("hi"))
-    with pytest.raises(BackendStatusError) as missing:
-        await unknown.complete(ask("hi"))
+        await complete(wrong_key, ask("hi"))
+    with pytest.raises(UpstreamRequestError) as missing:
+        await complete(unknown, ask("hi"))
     await wrong_key.close()
     await unknown.close()
 
+    # Our key refused: the service is misconfigured, not the client's request.
     assert unauthorised.value.upstream_status == 401
-    assert missing.value.upstream_status == 404
     assert not is_retryable(unauthorised.value)
+    # A model the upstream does not serve: the client's request, passed on as it was said.
+    assert missing.value.status == 404
     assert not is_retryable(missing.value)
     assert "kimi-k9" in missing.value.message
 
@@ -217,7 +235,7 @@ async def test_wrong_key_and_unknown_model_are_not_retryable(mock_url: str) -> N
 async def test_cancelling_a_call_closes_the_upstream_request(
     kimi: OpenAIBackend, mock_url: str
 ) -> None:
-    task = asyncio.create_task(kimi.complete(ask("Why? [[mock: fault=hang]]")))
+    task = asyncio.create_task(complete(kimi, ask("Why? [[mock: fault=hang]]")))
     await wait_for_stats(mock_url, lambda s: s["in_flight"] == 1, "the call to reach the mock")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -12,22 +12,34 @@ from aiorch.cache import KEY_PREFIX, MemoryCache, cache_key, normalise_query
 from aiorch.config import load_settings
 from aiorch.monitoring.prometheus_metrics import Metrics
 from aiorch.orchestrator import AIOrchestrator
-from aiorch.types import AgentType, QueryType
+from aiorch.request import ChatMessage, ChatRequest, Thinking
+from aiorch.types import AgentType
+
+
+def chat(*messages: tuple[str, str], **fields: Any) -> ChatRequest:
+    return ChatRequest(
+        messages=tuple(ChatMessage(role=r, content=c) for r, c in messages),  # type: ignore[arg-type]
+        model="auto",
+        **fields,
+    )
+
 
 BASE: dict[str, Any] = {
-    "messages": (("user", "Why is the sky blue?"),),
-    "query_type": QueryType.REASONING,
+    "request": chat(("user", "Why is the sky blue?")),
+    "targets": ("kimi/kimi-k2-thinking", "qwen/qwen2.5-coder:7b"),
     "agent_type": AgentType.DIRECT,
-    "target": "kimi:kimi=kimi-k2-thinking,qwen=qwen2.5-coder:7b",
-    "max_tokens": None,
-    "temperature": None,
-    "thinking": None,
     "tenant": "",
 }
 
 
 def key(**changes: Any) -> str:
-    return cache_key(**{**BASE, **changes})
+    values = {**BASE, **changes}
+    return cache_key(
+        values["request"],
+        targets=values["targets"],
+        agent_type=values["agent_type"],
+        tenant=values["tenant"],
+    )
 
 
 def test_key_is_stable_and_prefixed() -> None:
@@ -38,17 +50,21 @@ def test_key_is_stable_and_prefixed() -> None:
 @pytest.mark.parametrize(
     ("field", "other"),
     [
-        ("messages", (("user", "Why is the sea blue?"),)),
-        ("messages", (("system", "Context:\nkids"), ("user", "Why is the sky blue?"))),
-        ("messages", (("assistant", "Why is the sky blue?"),)),
-        ("query_type", QueryType.GENERAL),
+        ("request", chat(("user", "Why is the sea blue?"))),
+        ("request", chat(("system", "Context:\nkids"), ("user", "Why is the sky blue?"))),
+        ("request", chat(("assistant", "Why is the sky blue?"))),
+        ("request", chat(("user", "Why is the sky blue?"), max_tokens=100)),
+        ("request", chat(("user", "Why is the sky blue?"), temperature=0.0)),
+        ("request", chat(("user", "Why is the sky blue?"), thinking=Thinking("enabled"))),
+        ("request", chat(("user", "Why is the sky blue?"), seed=7)),
+        ("request", chat(("user", "Why is the sky blue?"), tools=({"type": "function"},))),
+        (
+            "request",
+            chat(("user", "Why is the sky blue?"), response_format={"type": "json_object"}),
+        ),
         ("agent_type", AgentType.BA),
-        ("target", "kimi:kimi=kimi-k2.6,qwen=qwen2.5-coder:7b"),
-        ("target", "qwen:kimi=kimi-k2-thinking,qwen=qwen2.5-coder:7b"),
-        ("max_tokens", 100),
-        ("temperature", 0.0),
-        ("thinking", False),
-        ("thinking", True),
+        ("targets", ("kimi/kimi-k2.6", "qwen/qwen2.5-coder:7b")),
+        ("targets", ("qwen/qwen2.5-coder:7b", "kimi/kimi-k2-thinking")),
         ("tenant", "a1b2c3"),
     ],
 )
@@ -56,13 +72,39 @@ def test_key_covers_everything_that_changes_the_answer(field: str, other: Any) -
     assert key(**{field: other}) != key()
 
 
-def test_key_ignores_whitespace_and_unicode_form_but_not_case() -> None:
-    composed = (("user", "Caf\u00e9  is\tnice"),)
-    decomposed = (("user", " Cafe\u0301 is nice\n"),)
+def test_key_leaves_out_what_does_not_change_the_answer() -> None:
+    streamed = chat(("user", "Why is the sky blue?"), stream=True, user="u-1")
+    assert key(request=streamed) == key()
+    assert key(request=BASE["request"].set(model="kimi")) == key()  # the targets say it
 
-    assert key(messages=composed) == key(messages=decomposed)
-    assert key(messages=(("user", "why is the sky blue?"),)) != key()
-    assert normalise_query("  def f():\n    return 1 ") == "def f(): return 1"
+
+def test_key_ignores_what_cannot_change_meaning_but_not_case() -> None:
+    composed = chat(("user", "Caf\u00e9  is\tnice\r\nreally"))
+    decomposed = chat(("user", " \r\nCafe\u0301  is\tnice\nreally\n "))
+
+    assert key(request=composed) == key(request=decomposed)
+    assert key(request=chat(("user", "why is the sky blue?"))) != key()
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        "def f():\n  return 1\n",  # indentation
+        "def f():\n    return  1\n",  # inner spaces
+        "def f():\n\treturn 1\n",  # a tab for spaces
+        "def f(): return 1\n",  # a line break
+        "def f():\n\n    return 1\n",  # a blank line
+    ],
+)
+def test_key_keeps_code_verbatim(other: str) -> None:
+    code = "def f():\n    return 1\n"
+
+    assert key(request=chat(("user", code))) != key(request=chat(("user", other)))
+
+
+def test_normalise_query_touches_only_unicode_form_line_endings_and_the_ends() -> None:
+    assert normalise_query("  def f():\r\n    return 1\r\n ") == "def f():\n    return 1"
+    assert normalise_query("a\rb") == "a\nb"  # a lone CR is an old Mac line ending
 
 
 class Clock:

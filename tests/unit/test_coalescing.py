@@ -9,15 +9,14 @@ from prometheus_client import CollectorRegistry
 from aiorch.config import load_settings
 from aiorch.monitoring.prometheus_metrics import Metrics
 from aiorch.orchestrator import AIOrchestrator
-from aiorch.types import Service
 from tests.unit.test_ai_orchestrator_basic import StubBackend
 
 
 def orchestrator_with_slow_backends(delay: float) -> tuple[AIOrchestrator, StubBackend]:
     settings = load_settings({})
-    stubs = {s: StubBackend(settings.backend(s), delay=delay) for s in Service}
+    stubs = {name: StubBackend(s, delay=delay) for name, s in settings.services.items()}
     orchestrator = AIOrchestrator(settings, backends=stubs, metrics=Metrics(CollectorRegistry()))
-    return orchestrator, stubs[Service.KIMI]
+    return orchestrator, stubs["kimi"]
 
 
 async def test_identical_concurrent_queries_make_one_call() -> None:
@@ -58,5 +57,5 @@ async def test_the_call_is_cancelled_when_every_waiter_leaves() -> None:
     await asyncio.sleep(0)  # the shared call's cancellation runs on the next loop turn
 
     assert kimi.active == 0
-    assert len(orchestrator._in_flight) == 0
+    assert len(orchestrator.pipeline.in_flight) == 0
     await orchestrator.close()

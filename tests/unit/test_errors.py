@@ -9,7 +9,6 @@ import pytest
 
 import aiorch.server.app  # noqa: F401  (defines the server's own RequestError subclasses)
 from aiorch import errors
-from aiorch.dispatch import all_failed
 from aiorch.errors import (
     ERROR_TYPES,
     AiorchError,
@@ -31,11 +30,13 @@ from aiorch.errors import (
     RateLimited,
     RequestError,
     StreamInterrupted,
+    UpstreamRequestError,
     http_status,
     is_retryable,
 )
 from aiorch.server.responses import error_response
-from aiorch.types import Attempt, Service
+from aiorch.strategies import all_failed
+from aiorch.types import Attempt
 
 
 def all_subclasses(cls: type[AiorchError]) -> list[type[AiorchError]]:
@@ -105,7 +106,7 @@ def test_the_tree_in_the_docstring_matches_the_classes() -> None:
             continue
         line = re.search(rf"\b{cls.__name__}\s+(.*)", doc)
         assert line is not None, f"{cls.__name__} is missing from the tree"
-        if cls not in (ConfigError, AllBackendsFailed):
+        if cls not in (ConfigError, AllBackendsFailed, UpstreamRequestError):
             assert f"{cls.status_code} {cls.error_type}" in line.group(1), cls.__name__
 
 
@@ -124,9 +125,9 @@ def test_request_errors_say_which_field() -> None:
     body = RequestError("query must not be empty", param="query").to_dict()
     assert body == {
         "error": {
-            "type": "invalid_request",
+            "type": "invalid_request_error",
             "message": "query must not be empty",
-            "code": None,
+            "code": "invalid_request",
             "param": "query",
         }
     }
@@ -134,14 +135,14 @@ def test_request_errors_say_which_field() -> None:
 
 def test_a_failed_chain_lists_every_attempt() -> None:
     attempts = [
-        Attempt(Service.KIMI, "kimi-k2-thinking", "timeout", "kimi timed out"),
-        Attempt(Service.QWEN, "qwen2.5-coder:7b", "upstream_error", "qwen answered 500"),
+        Attempt("kimi", "kimi-k2-thinking", "timeout", "kimi timed out"),
+        Attempt("qwen", "qwen2.5-coder:7b", "upstream_error", "qwen answered 500"),
     ]
     error = all_failed(attempts)
     body = msgspec.json.decode(msgspec.json.encode(error.to_dict()))
 
     assert http_status(error) == 502
-    assert body["error"]["type"] == "all_backends_failed"
+    assert body["error"]["code"] == "all_backends_failed"
     assert body["error"]["attempts"] == [
         {
             "service": "kimi",
@@ -172,7 +173,7 @@ def test_a_failed_chain_lists_every_attempt() -> None:
     ],
 )
 def test_status_when_every_backend_failed(kinds: tuple[str, ...], status: int) -> None:
-    attempts = [Attempt(Service.KIMI, "m", kind, kind) for kind in kinds]
+    attempts = [Attempt("kimi", "m", kind, kind) for kind in kinds]
     assert http_status(all_failed(attempts)) == status
 
 
@@ -184,4 +185,4 @@ def test_rate_limited_answers_carry_retry_after() -> None:
     assert (response.status_code, response.headers["retry-after"]) == (429, "2")
     assert (overloaded.status_code, overloaded.headers["retry-after"]) == (503, "7")
     assert "retry-after" not in plain.headers
-    assert msgspec.json.decode(response.body)["error"]["type"] == "rate_limited"
+    assert msgspec.json.decode(response.body)["error"]["code"] == "rate_limited"

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aiorch.classifier import DEFAULT_CLASSIFIER, Feature, _prose
+from aiorch.classifier_rules import DEFAULT_CLASSIFIER, Feature, _prose
 from aiorch.gates import PREFIX_CHARS, gate_for, word_starts
 
 DATA = Path(__file__).parent / "data" / "labelled_queries.jsonl"

@@ -10,12 +10,12 @@ import pytest
 import aiorch
 
 EXPECTED = {
-    "AIOrchestrator", "QueryOptions", "build_messages", "Settings", "load_settings",
-    "KimiClient", "KimiConfig", "QwenClient", "QwenConfig", "Backend", "Readiness", "Cache",
-    "MemoryCache", "Metrics", "metrics_endpoint", "AiorchError", "RequestError", "BackendError",
-    "AllBackendsFailed", "FlowError", "ConfigError", "AgentType", "QueryType", "Service",
-    "Message", "CompletionRequest", "Completion", "QueryResult", "StreamChunk", "StreamStart",
-    "Usage",
+    "AIOrchestrator", "AgentType", "AiorchError", "AllBackendsFailed", "Answer", "Backend",
+    "BackendError", "Cache", "Call", "ChatMessage", "ChatRequest", "ConfigError", "Delta",
+    "End", "FlowError", "KimiClient", "KimiConfig", "MemoryCache", "Metrics", "ModelSettings",
+    "Options", "QueryResult", "QueryType", "QwenClient", "QwenConfig", "Readiness",
+    "RequestError", "ServiceSettings", "Settings", "StreamStart", "UnsupportedParameter",
+    "UpstreamRequestError", "Usage", "load_settings", "metrics_endpoint", "query_request",
 }  # fmt: skip
 
 

@@ -89,7 +89,9 @@ async def test_redis_limiter_uses_redis_and_falls_back_to_local_buckets(
     redis = FakeRedis()
     clock = Clock()
     local = MemoryRateLimiter(per_minute=60, burst=1, clock=clock)
-    limiter = RedisRateLimiter(redis.take, local, timeout=0.5, close=redis.close, clock=clock)
+    limiter = RedisRateLimiter(
+        redis.take, local, timeout=0.5, close=redis.close, retry_interval=1.0, clock=clock
+    )
     assert await limiter.acquire("k") == 0.0
     assert await limiter.acquire("k") == 7.0  # Redis says wait
     assert len(local) == 0  # the local buckets were not touched
@@ -122,7 +124,9 @@ async def test_a_slow_redis_is_waited_on_for_a_bounded_time() -> None:
         return 0.0
 
     local = MemoryRateLimiter(per_minute=60, burst=5)
-    limiter = RedisRateLimiter(hung, local, timeout=0.02, close=FakeRedis().close)
+    limiter = RedisRateLimiter(
+        hung, local, timeout=0.02, close=FakeRedis().close, retry_interval=1.0
+    )
     async with asyncio.timeout(5):  # anti-hang bound only
         assert await limiter.acquire("k") == 0.0
     assert limiter.degraded

@@ -28,7 +28,7 @@ from aiorch.agents.prompts import Prompts
 from aiorch.agents.roles import Agent, Inputs, UnparseableAnswer, default_agents
 from aiorch.errors import AiorchError, AllBackendsFailed, NotFound, RequestError, http_status
 from aiorch.orchestrator import AIOrchestrator
-from aiorch.types import AgentType, Attempt, Fallback, QueryResult, SelectedService, Usage
+from aiorch.types import AgentType, Attempt, Fallback, QueryResult, Usage
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class StageResult(msgspec.Struct, frozen=True, kw_only=True):
     artefact: Artefact | None = None
     answer: str | None = None  # the model's text, kept even when it could not be parsed
     model: str | None = None
-    selected_service: SelectedService | None = None
+    selected_service: str | None = None
     cached: bool = False
     fallback: Fallback | None = None
     usage: Usage = Usage()

@@ -13,7 +13,7 @@ def stage_line(stage: StageResult) -> str:
     head = f"{stage.stage.value} {stage.status} in {seconds:.2f} s"
     details: list[str] = []
     if stage.model:
-        service = stage.selected_service.value if stage.selected_service else "?"
+        service = stage.selected_service or "?"
         details.append(f"{stage.model} ({service})")
         usage = stage.usage
         details.append(f"{usage.prompt_tokens} -> {usage.completion_tokens} tokens")
@@ -21,7 +21,7 @@ def stage_line(stage: StageResult) -> str:
         details.append("cached")
     if stage.fallback is not None:
         fb = stage.fallback
-        details.append(f"fell back {fb.from_service.value} -> {fb.to_service.value} ({fb.reason})")
+        details.append(f"fell back {fb.from_service} -> {fb.to_service} ({fb.reason})")
     if stage.offline:
         details.append("OFFLINE placeholder")
     if stage.error is not None:
@@ -47,8 +47,7 @@ def markdown(result: FlowResult) -> str:
     if result.error is not None:
         lines += ["## Error", "", f"{result.error.message} (code: {result.error.code})", ""]
         lines += [
-            f"- {a.service.value} ({a.model}): {a.error_type}: {a.message}"
-            for a in result.error.attempts
+            f"- {a.service} ({a.model}): {a.error_type}: {a.message}" for a in result.error.attempts
         ]
     return "\n".join(lines).rstrip() + "\n"
 

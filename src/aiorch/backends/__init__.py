@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import importlib
 
-from aiorch.backends.base import Backend, Readiness
-from aiorch.config import BackendSettings
+from aiorch.backends.base import Backend, Call, Readiness
+from aiorch.service_settings import ServiceSettings
 from aiorch.types import BackendKind
 
 # Swappable implementations, named in one place.
@@ -16,10 +16,10 @@ BACKENDS: dict[BackendKind, str] = {
 }
 
 
-def build_backend(settings: BackendSettings) -> Backend:
+def build_backend(settings: ServiceSettings) -> Backend:
     module_name, _, class_name = BACKENDS[settings.kind].partition(":")
     backend: Backend = getattr(importlib.import_module(module_name), class_name)(settings)
     return backend
 
 
-__all__ = ["BACKENDS", "Backend", "Readiness", "build_backend"]
+__all__ = ["BACKENDS", "Backend", "Call", "Readiness", "build_backend"]

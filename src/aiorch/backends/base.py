@@ -1,4 +1,5 @@
-"""The one protocol every backend implements, and what a readiness probe reports."""
+"""The one protocol every backend implements, what it is asked (`Call`), and what a readiness
+probe reports."""
 
 from __future__ import annotations
 
@@ -7,8 +8,26 @@ from typing import Protocol
 
 import msgspec
 
-from aiorch.config import BackendSettings
-from aiorch.types import Completion, CompletionRequest, StreamChunk
+from aiorch.answer import Event
+from aiorch.errors import UnsupportedParameter
+from aiorch.models import Model
+from aiorch.request import ChatRequest
+from aiorch.service_settings import ServiceSettings
+from aiorch.timing import Timeline
+
+
+class Call(msgspec.Struct, frozen=True, kw_only=True):
+    """One request to one model, its rules already applied (`aiorch.models.prepare`)."""
+
+    request: ChatRequest
+    model: Model
+    thinking: bool
+    max_tokens: int
+    stream: bool
+    request_id: str = ""
+    # Continue this text: the answer so far of an attempt that broke off (a rescued stream).
+    prefill: str = ""
+    timeline: Timeline | None = None  # the connection's wait goes to its `connect` phase
 
 
 class Readiness(msgspec.Struct, frozen=True, kw_only=True):
@@ -23,14 +42,14 @@ class Readiness(msgspec.Struct, frozen=True, kw_only=True):
     @classmethod
     def of(
         cls,
-        settings: BackendSettings,
+        settings: ServiceSettings,
         *,
         ready: bool,
         detail: str,
         model_loaded: bool | None = None,
     ) -> Readiness:
         return cls(
-            service=settings.service.value,
+            service=settings.name,
             kind=settings.kind.value,
             model=settings.model_id,
             url=settings.url,
@@ -41,16 +60,24 @@ class Readiness(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Backend(Protocol):
-    """A model behind some transport. The orchestrator depends on this, never on a class."""
+    """A service behind some transport. The core depends on this, never on a class."""
 
-    settings: BackendSettings
+    settings: ServiceSettings
 
-    async def complete(self, request: CompletionRequest) -> Completion:
-        """The whole answer. Raises a `BackendError` subclass on any failure."""
+    def refusal(self, request: ChatRequest) -> UnsupportedParameter | None:
+        """What in the request this dialect cannot express at all, by name; None if nothing."""
         ...
 
-    def stream(self, request: CompletionRequest) -> AsyncIterator[StreamChunk]:
-        """The answer as it is generated; the last chunk has `finish_reason` and `usage`."""
+    def notes(self, request: ChatRequest) -> tuple[str, ...]:
+        """What this dialect will leave out or change, to be shown to the client."""
+        ...
+
+    def generate(self, call: Call) -> AsyncIterator[Event]:
+        """The answer: deltas as they come (all at once for a plain call), then one `End`;
+        a malformed event it skipped is reported as `Skipped`.
+
+        Raises a `BackendError` (or `UpstreamRequestError` for a refused request) on failure.
+        """
         ...
 
     async def probe(self) -> Readiness:

@@ -25,7 +25,7 @@ from aiorch.bench.targets import BackendTarget, Endpoint, HttpTarget, Orchestrat
 from aiorch.clients import KimiClient, KimiConfig, QwenClient, QwenConfig
 from aiorch.config import load_settings
 from aiorch.errors import AiorchError
-from aiorch.routing import parse_query_type
+from aiorch.orchestrator import parse_query_type
 
 TARGETS = ("orchestrator", "http", "kimi", "qwen")
 

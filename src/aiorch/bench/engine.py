@@ -34,13 +34,11 @@ def run_loop(coroutine: Coroutine[Any, Any, T]) -> T:
 
 def offline(settings: Settings) -> Settings:
     """The same settings with every backend offline, whatever the environment configures."""
-    changes = {}
-    for name in ("kimi", "qwen"):
-        backend = getattr(settings, name)
-        changes[name] = msgspec.structs.replace(
-            backend, api_key=None, base_url=None, ollama_url=None
-        )
-    return msgspec.structs.replace(settings, **changes)
+    services = {
+        name: msgspec.structs.replace(service, protocol="offline")
+        for name, service in settings.services.items()
+    }
+    return msgspec.structs.replace(settings, services=services)
 
 
 async def measure(

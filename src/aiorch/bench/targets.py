@@ -18,7 +18,7 @@ from aiorch.clients import ModelClient
 from aiorch.config import Settings
 from aiorch.errors import AiorchError
 from aiorch.orchestrator import AIOrchestrator
-from aiorch.types import CompletionRequest, Message
+from aiorch.request import ChatMessage, ChatRequest, Thinking
 
 Endpoint = Literal["query", "chat"]
 PATHS: dict[Endpoint, str] = {"query": "/api/ai/query", "chat": "/v1/chat/completions"}
@@ -72,20 +72,22 @@ class BackendTarget:
         stream: bool = False,
     ) -> None:
         self.client = client
-        backend = client.config.backend
-        where = f" at {backend.url}" if backend.url else ""
+        service = client.config.service
+        where = f" at {service.url}" if service.url else ""
         self.description = (
-            f"{backend.service.value} backend ({backend.kind.value}, {backend.model_id}{where})"
+            f"{service.name} backend ({service.kind.value}, {service.model_id}{where})"
         )
         self._max_tokens = max_tokens
         self._thinking = thinking
         self._stream = stream
 
     async def call(self, item: QueryItem) -> Outcome:
-        request = CompletionRequest(
-            messages=(Message("user", item.query),),
+        thinking = self._thinking
+        request = ChatRequest(
+            messages=(ChatMessage(role="user", content=item.query),),
+            model=self.client.model.id,
             max_tokens=self._max_tokens,
-            thinking=self._thinking,
+            thinking=None if thinking is None else Thinking("enabled" if thinking else "disabled"),
         )
         model = self.client.config.model
         if not self._stream:
@@ -93,8 +95,8 @@ class BackendTarget:
             return Outcome(service=model)
         started = time.perf_counter()
         ttft: float | None = None
-        async for chunk in self.client.stream(request):
-            if ttft is None and (chunk.content or chunk.reasoning_content):
+        async for delta in self.client.stream(request):
+            if ttft is None and delta.has_output:
                 ttft = time.perf_counter() - started
         return Outcome(service=model, ttft=ttft)
 
@@ -128,7 +130,7 @@ class OrchestratorTarget:
             max_tokens=self._max_tokens,
             thinking=self._thinking,
         )
-        return Outcome(service=result.selected_service.value, cached=result.cached)
+        return Outcome(service=result.selected_service, cached=result.cached)
 
     async def close(self) -> None:
         await self.orchestrator.close()

@@ -16,13 +16,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from aiorch.config import Settings
-from aiorch.errors import AiorchError, NotFound, RequestError
+from aiorch.errors import AiorchError, NotFound, RequestError, openai_type
+from aiorch.monitoring.genai import GenAIMetrics, meter_provider_from_env
 from aiorch.monitoring.prometheus_metrics import Metrics
 from aiorch.monitoring.tracing import provider_from_env
 from aiorch.orchestrator import AIOrchestrator
-from aiorch.ratelimit import build_rate_limiter
+from aiorch.ratelimit import build_auth_failure_limiter, build_rate_limiter
 from aiorch.server import api, flows, openai_api, ops
-from aiorch.server.middleware import GatewayMiddleware
+from aiorch.server.middleware import GatewayMiddleware, route_label
+from aiorch.server.readiness import ReadinessCache
 from aiorch.server.responses import JSON, error_response
 
 log = logging.getLogger(__name__)
@@ -35,10 +37,14 @@ def create_app(
     metrics: Metrics | None = None,
 ) -> Starlette:
     tracer_provider = provider_from_env() if orchestrator is None else None
+    meter_provider = meter_provider_from_env() if orchestrator is None else None
     orchestrator = orchestrator or AIOrchestrator(
         settings, metrics=metrics, tracer_provider=tracer_provider
     )
+    if meter_provider is not None:  # the GenAI metrics, from the same call records
+        orchestrator.metrics.observers.append(GenAIMetrics(meter_provider, settings))
     limiter = build_rate_limiter(settings)
+    auth_limiter = build_auth_failure_limiter(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -46,8 +52,12 @@ def create_app(
         await orchestrator.close()
         if limiter is not None:
             await limiter.close()
+        if auth_limiter is not None:
+            await auth_limiter.close()
         if tracer_provider is not None:
             tracer_provider.shutdown()  # type: ignore[attr-defined]  # flush the SDK's exporter
+        if meter_provider is not None:
+            meter_provider.shutdown()  # type: ignore[attr-defined]  # export the last values
         log.info("shut down: backends, cache and rate limiter closed")
 
     routes = [
@@ -69,6 +79,7 @@ def create_app(
                 settings=settings.server,
                 metrics=orchestrator.metrics,
                 limiter=limiter,
+                auth_limiter=auth_limiter,
             )
         ],
         exception_handlers={
@@ -78,7 +89,19 @@ def create_app(
         },
         lifespan=lifespan,
     )
+    # Starlette answers "/metrics/" with a redirect to "/metrics" whose Location it builds from
+    # the client's Host header: an open redirect for anyone who can reach us. A 404 instead.
+    app.router.redirect_slashes = False
+    orchestrator.metrics.initialise_routes(
+        (route_label(r.path), method)
+        for r in routes
+        for method in sorted(r.methods or ())
+        if method != "HEAD"
+    )
     app.state.orchestrator = orchestrator
+    app.state.readiness = ReadinessCache(
+        orchestrator.readiness, settings.server.readyz_cache_seconds
+    )
     app.state.flow_runner = flows.build_runner(orchestrator)
     app.state.settings = settings
     return app
@@ -99,17 +122,24 @@ async def _http_error(request: Request, error: Exception) -> Response:
         return JSON(
             {
                 "error": {
-                    "type": "method_not_allowed",
-                    "code": None,
-                    "param": None,
                     "message": f"{request.method} is not allowed on {request.url.path}",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": "method_not_allowed",
                 }
             },
             status_code=405,
             headers=error.headers,
         )
     return JSON(
-        {"error": {"type": "invalid_request", "message": str(error.detail), "code": None}},
+        {
+            "error": {
+                "message": str(error.detail),
+                "type": openai_type(error.status_code),
+                "param": None,
+                "code": "invalid_request",
+            }
+        },
         status_code=error.status_code,
     )
 
@@ -120,9 +150,10 @@ async def _unexpected(request: Request, error: Exception) -> Response:
     return JSON(
         {
             "error": {
-                "type": "internal",
-                "code": None,
                 "message": f"internal error; quote request id {request_id} when reporting it",
+                "type": "server_error",
+                "param": None,
+                "code": "internal",
             }
         },
         status_code=500,

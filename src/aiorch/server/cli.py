@@ -10,7 +10,7 @@ import click
 
 from aiorch.config import Settings, load_settings
 from aiorch.errors import AiorchError, ConfigError
-from aiorch.types import Service, StreamChunk, StreamStart
+from aiorch.redact import redact_url
 
 
 def settings_or_exit(config: str | None) -> Settings:
@@ -32,11 +32,10 @@ def prompts_or_exit() -> None:
 
 def describe_backends(settings: Settings) -> list[str]:
     lines = []
-    for service in Service:
-        backend = settings.backend(service)
-        where = backend.url or "no upstream"
+    for service in settings.services.values():
+        where = redact_url(service.url) if service.url else "no upstream"
         lines.append(
-            f"  {service.value}: {backend.kind.value} backend, model {backend.model_id} ({where})"
+            f"  {service.name}: {service.kind.value} backend, model {service.model_id} ({where})"
         )
     return lines
 
@@ -81,7 +80,7 @@ def serve(
     host: str, port: int, workers: int, config: str | None, log_level: str, access_log: bool
 ) -> None:
     """Run the HTTP service."""
-    import uvicorn
+    from aiorch.server.protocol import ConnectionLimits, ServerConfig
 
     if config:
         os.environ["AIORCH_CONFIG"] = config  # each worker loads the same settings
@@ -102,18 +101,30 @@ def serve(
     from aiorch.server import workers as supervisor
 
     # Not uvicorn.run: several workers need a supervisor that marks dead workers' metrics.
+    server = settings.server
+    limits = ConnectionLimits(
+        max_header_bytes=server.max_header_bytes,
+        max_headers=server.max_headers,
+        header_timeout=server.header_timeout_seconds,
+        max_connections=server.max_connections,
+    )
     supervisor.serve(
-        uvicorn.Config(
+        ServerConfig(
             "aiorch.server.main:app_from_env",
+            limits=limits,  # over httptools, with the limits it lacks (server/protocol.py)
             factory=True,
             host=host,
             port=port,
             workers=workers,
             loop="uvloop",
-            http="httptools",
             log_level=log_level,
             access_log=access_log,
-            timeout_graceful_shutdown=int(settings.server.shutdown_grace_seconds),
+            # uvicorn would trust X-Forwarded-For from 127.0.0.1 (or $FORWARDED_ALLOW_IPS) by
+            # default: any local process could pick the client address the rate limits see.
+            proxy_headers=bool(settings.server.trusted_proxies),
+            forwarded_allow_ips=list(settings.server.trusted_proxies),
+            timeout_graceful_shutdown=int(server.shutdown_grace_seconds),
+            timeout_keep_alive=server.keep_alive_seconds,
         )
     )
 
@@ -123,7 +134,12 @@ def serve(
 @click.option(
     "--type", "query_type", help="code, reasoning, requirements, testing, general or unknown."
 )
-@click.option("--model", default="auto", show_default=True, help="auto, kimi, qwen or a model id.")
+@click.option(
+    "--model",
+    default="auto",
+    show_default=True,
+    help="auto, a service (kimi, qwen), a model id or alias, service/model-id, or multi.",
+)
 @click.option("--config", type=click.Path(exists=True, dir_okay=False), envvar="AIORCH_CONFIG")
 @click.option("--no-cache", is_flag=True, help="Do not use the cache.")
 def query(
@@ -141,39 +157,41 @@ def query(
 async def _stream_one(
     settings: Settings, text: str, query_type: str | None, model: str, use_cache: bool
 ) -> None:
-    from aiorch.orchestrator import AIOrchestrator, QueryOptions, build_messages
-    from aiorch.routing import parse_query_type
+    from aiorch.answer import Answer, Delta
+    from aiorch.orchestrator import AIOrchestrator, parse_query_type, query_request
+    from aiorch.pipeline import Head
+    from aiorch.planning import Options
 
     orchestrator = AIOrchestrator(settings)
     try:
-        options = QueryOptions(
-            query_type=parse_query_type(query_type),
-            service=orchestrator.router.service_for_model(model),
-            use_cache=use_cache,
+        options = Options(
+            query_type=parse_query_type(query_type), cache="on" if use_cache else "off"
         )
-        async for event in orchestrator.stream(build_messages(text), options):
-            if isinstance(event, StreamStart):
+        request = query_request(text, model=model, stream=True)
+        async for event in orchestrator.stream(request, options):
+            if isinstance(event, Head):
                 label = " [OFFLINE]" if event.offline else ""
                 click.secho(
-                    f"# {event.query_type.value} -> {event.selected_service.value} "
-                    f"({event.model}){label}",
+                    f"# {event.query_type.value} -> {event.selected} ({event.model}){label}",
                     fg="cyan",
                     err=True,
                 )
-            elif isinstance(event, StreamChunk):
-                if event.reasoning_content:
-                    click.secho(event.reasoning_content, nl=False, dim=True)
+            elif isinstance(event, Delta):
+                if event.index != 0:
+                    continue
+                if event.reasoning:
+                    click.secho(event.reasoning, nl=False, dim=True)
                 if event.content:
                     click.echo(event.content, nl=False)
-                if event.finish_reason is not None:
-                    click.echo()
-                    if event.usage is not None:
-                        click.secho(
-                            f"# tokens: {event.usage.prompt_tokens} in, "
-                            f"{event.usage.completion_tokens} out",
-                            fg="cyan",
-                            err=True,
-                        )
+            elif isinstance(event, Answer):
+                click.echo()
+                usage = event.usage
+                click.secho(
+                    f"# tokens: {usage.prompt_tokens} in, {usage.completion_tokens} out; "
+                    f"finished: {event.finish_reason}",
+                    fg="cyan",
+                    err=True,
+                )
     finally:
         await orchestrator.close()
 

@@ -19,12 +19,11 @@ The app puts an `AIOrchestrator` on `app.state.orchestrator`; the runner built o
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 
 import msgspec
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from aiorch.agents.flow import FlowEvent, FlowResult, FlowRunner, FlowStarted, StageResult
@@ -36,7 +35,6 @@ from aiorch.server import sse
 from aiorch.server.responses import JSON, error_response
 from aiorch.server.schemas import InvalidBody, decode
 
-logger = logging.getLogger(__name__)
 DEFAULT_FLOW = "ba-dev-qa"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -101,9 +99,7 @@ async def _run(request: Request, name: str) -> Response:
             request_id=request.scope.get("aiorch.request_id"),
         )
         if body.stream:
-            return StreamingResponse(
-                _sse(events), media_type="text/event-stream", headers=SSE_HEADERS
-            )
+            return sse.EventStream(_sse(events), headers=SSE_HEADERS, failed=_failed)
         result = await _last(events)
     except AiorchError as error:
         # Answered here rather than by the app's handler, so the routes work in any app.
@@ -131,10 +127,11 @@ async def _sse(events: AsyncGenerator[FlowEvent, None]) -> AsyncIterator[bytes]:
                     yield sse.event(event, "done" if event.status == "completed" else "error")
         except AiorchError as error:
             yield sse.error_event(error, "error")
-        except Exception:
-            # The status line is long gone: all that is left is to say so in the stream.
-            logger.exception("flow stream failed")
-            yield sse.error_event(AiorchError("internal error while running the flow"), "error")
+
+
+def _failed() -> bytes:
+    # The status line is long gone: all that is left is to say so in the stream.
+    return sse.error_event(AiorchError("internal error while running the flow"), "error")
 
 
 routes: list[Route] = [

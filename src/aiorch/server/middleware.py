@@ -2,9 +2,12 @@
 
 Request id (accepted from `X-Request-ID` when sane, made up otherwise, always returned), the body
 size limit and a deadline for receiving the body (a client trickling bytes cannot hold a worker),
-API keys on `/api` and `/v1`, then the per-client rate limit there, the metrics token on
-`/metrics`, and HTTP metrics by route template (never by raw path, so a client cannot create
-label values).
+API keys on `/api` and `/v1` and the metrics token on `/metrics` (a wrong one counts against the
+client address's failed-authentication limit), then the per-client rate limit, and HTTP metrics
+by route template (never by raw path, so a client cannot create label values).
+
+Header size, header count and the deadline for headers are enforced earlier, by the HTTP
+protocol (`aiorch.server.protocol`), before a request reaches any of this.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import math
-import os
+import random
 import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -27,9 +30,10 @@ from aiorch.errors import (
     RequestError,
 )
 from aiorch.monitoring.prometheus_metrics import Metrics
-from aiorch.ratelimit import RateLimiter
+from aiorch.ratelimit import AuthFailureLimiter, RateLimiter
 from aiorch.server import sse
 from aiorch.server.responses import error_response
+from aiorch.timing import Timeline
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -55,6 +59,9 @@ FLOWS_PREFIX = "/api/ai/flows/"
 MODELS_PREFIX = "/v1/models/"
 METHODS = frozenset({"GET", "POST", "HEAD", "OPTIONS"})
 PROTECTED = ("/api/", "/v1/")
+# Set in the scope when the caller may see /readyz's details (a key, the metrics token, or an
+# open service); read by the route.
+READYZ_DETAILS = "aiorch.readyz_details"
 
 
 def route_label(path: str) -> str:
@@ -89,12 +96,14 @@ class GatewayMiddleware:
         settings: ServerSettings,
         metrics: Metrics,
         limiter: RateLimiter | None = None,
+        auth_limiter: AuthFailureLimiter | None = None,
     ) -> None:
         self.app = app
         self.settings = settings
         self.metrics = metrics
         self.key_hashes = tuple(settings.api_key_hashes)
         self.limiter = limiter
+        self.auth_limiter = auth_limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -104,6 +113,7 @@ class GatewayMiddleware:
         headers = dict(scope["headers"])
         request_id = _request_id(headers.get(b"x-request-id"))
         scope["aiorch.request_id"] = request_id
+        timeline = scope["aiorch.timeline"] = Timeline(scope.get("aiorch.received"))
         status = 500
         streaming: bool | None = None  # None until the response has started
         id_header = (b"x-request-id", request_id.encode())
@@ -112,7 +122,10 @@ class GatewayMiddleware:
             nonlocal status, streaming
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), id_header]
+                added = [id_header]
+                if timeline.used:  # the answer's phases so far (a stream's: up to its start)
+                    added.append((b"server-timing", timeline.header(timeline.finish()).encode()))
+                message["headers"] = [*message.get("headers", []), *added]
                 streaming = any(
                     k.lower() == b"content-type" and v.startswith(b"text/event-stream")
                     for k, v in message["headers"]
@@ -120,7 +133,11 @@ class GatewayMiddleware:
             await send(message)
 
         try:
-            error = self._check(scope, headers) or await self._rate_limit(scope)
+            error = (
+                _check_length(headers, self.settings.max_body_bytes)
+                or await self._authenticate(scope, headers)
+                or await self._rate_limit(scope)
+            )
             if error is not None:
                 await error_response(error)(scope, receive, send_with_id)
                 return
@@ -146,32 +163,61 @@ class GatewayMiddleware:
             method = scope["method"] if scope["method"] in METHODS else "other"
             self.metrics.http_requests.labels(route, method, str(status)).inc()
             self.metrics.http_duration.labels(route).observe(time.perf_counter() - started)
+            if timeline.used:
+                self.metrics.record_phases(timeline.finish())
 
-    def _check(self, scope: Scope, headers: dict[bytes, bytes]) -> AiorchError | None:
+    async def _authenticate(self, scope: Scope, headers: dict[bytes, bytes]) -> AiorchError | None:
+        """API keys on `/api` and `/v1`, the metrics token on `/metrics`, either on `/readyz`
+        (optional there: it only unlocks the details).
+
+        A missing credential is a plain 401; a wrong one also counts against the client
+        address, and an address with too many failures is refused (429) before its credential is
+        even looked at, so that a blocked guesser cannot tell a right key from a wrong one.
+        """
         path: str = scope["path"]
-        length = headers.get(b"content-length")
-        if length is not None:
-            if not length.isdigit():
-                return PayloadTooLarge("Content-Length is not a number")
-            if int(length) > self.settings.max_body_bytes:
-                return PayloadTooLarge(
-                    f"body is {int(length)} bytes; the limit is {self.settings.max_body_bytes}"
-                )
-        if self.key_hashes and path.startswith(PROTECTED):
-            key = _presented_key(headers)
-            if key is None:
-                return AuthenticationError(
-                    "an API key is required: send 'Authorization: Bearer <key>'"
-                )
-            digest = hash_api_key(key)
-            if not any(hmac.compare_digest(digest, known) for known in self.key_hashes):
-                return AuthenticationError("the API key is not valid")
-            scope["aiorch.tenant"] = digest[:16]
         token = self.settings.metrics_token
-        if token and path == "/metrics":
-            presented = _presented_key(headers) or ""
-            if not hmac.compare_digest(presented.encode(), token.encode()):
-                return AuthenticationError("/metrics needs the metrics token as a Bearer token")
+        if path == "/readyz":
+            if not (self.key_hashes or token):
+                scope[READYZ_DETAILS] = True  # nothing to authenticate with: an open service
+                return None
+            missing, wrong = None, "the API key or metrics token is not valid"
+        elif self.key_hashes and path.startswith(PROTECTED):
+            missing = "an API key is required: send 'Authorization: Bearer <key>'"
+            wrong = "the API key is not valid"
+        elif token and path == "/metrics":
+            missing = wrong = "/metrics needs the metrics token as a Bearer token"
+        else:
+            return None
+        presented = _presented_key(headers)
+        if presented is None:
+            # On /readyz, load balancers: the status and ready flags, no details.
+            return None if missing is None else AuthenticationError(missing)
+        address = _client_address(scope)
+        if self.auth_limiter is not None:
+            blocked = self.auth_limiter.blocked_for(address)
+            if blocked > 0:
+                return _too_many_failures(blocked)
+        tenant = None if path == "/metrics" else self._tenant(presented)
+        if tenant is not None:
+            scope["aiorch.tenant"] = tenant
+            scope[READYZ_DETAILS] = True
+            return None
+        if token and not path.startswith(PROTECTED) and _same(presented, token):
+            scope[READYZ_DETAILS] = True
+            return None
+        if self.auth_limiter is not None:
+            wait = await self.auth_limiter.failed(address)
+            if wait > 0:
+                return _too_many_failures(wait)
+        return AuthenticationError(wrong)
+
+    def _tenant(self, presented: bytes) -> str | None:
+        """The tenant (hash prefix) of a configured API key, None for anything else."""
+        digest = _key_digest(presented)
+        if digest is not None and any(
+            hmac.compare_digest(digest, known) for known in self.key_hashes
+        ):
+            return digest[:16]
         return None
 
     async def _rate_limit(self, scope: Scope) -> AiorchError | None:
@@ -179,8 +225,7 @@ class GatewayMiddleware:
         if self.limiter is None or not scope["path"].startswith(PROTECTED):
             return None
         tenant = scope.get("aiorch.tenant")
-        client = scope.get("client")
-        key = f"key:{tenant}" if tenant else f"addr:{client[0] if client else 'unknown'}"
+        key = f"key:{tenant}" if tenant else f"addr:{_client_address(scope)}"
         wait = await self.limiter.acquire(key)
         if wait <= 0:
             return None
@@ -222,14 +267,53 @@ class GatewayMiddleware:
         return receive_limited
 
 
-def _presented_key(headers: dict[bytes, bytes]) -> str | None:
+def _check_length(headers: dict[bytes, bytes], limit: int) -> AiorchError | None:
+    length = headers.get(b"content-length")
+    if length is None:
+        return None
+    if not length.isdigit():
+        return PayloadTooLarge("Content-Length is not a number")
+    if int(length) > limit:
+        return PayloadTooLarge(f"body is {int(length)} bytes; the limit is {limit}")
+    return None
+
+
+def _client_address(scope: Scope) -> str:
+    """The peer's address; a configured proxy's forwarded one (uvicorn puts it in the scope)."""
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+def _too_many_failures(seconds: float) -> RateLimited:
+    wait = max(1, math.ceil(seconds))  # whole seconds, rounded up: never too early
+    return RateLimited(
+        f"too many failed authentications from this address; retry in {wait} s",
+        retry_after=wait,
+    )
+
+
+def _presented_key(headers: dict[bytes, bytes]) -> bytes | None:
+    """The key as the client sent it: raw bytes, compared as UTF-8 (how keys are configured)."""
     auth = headers.get(b"authorization")
     if auth is not None:
-        scheme, _, value = auth.decode("latin-1").partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
+        scheme, _, value = auth.partition(b" ")
+        if scheme.lower() == b"bearer" and value.strip():
             return value.strip()
     key = headers.get(b"x-api-key")
-    return key.decode("latin-1").strip() or None if key is not None else None
+    return key.strip() or None if key is not None else None
+
+
+def _same(presented: bytes, token: str) -> bool:
+    return hmac.compare_digest(presented, token.encode())
+
+
+def _key_digest(key: bytes) -> str | None:
+    """The key's hash as configured keys are hashed (UTF-8), or None for bytes that are not
+    UTF-8, which no configured key can be."""
+    try:
+        return hash_api_key(key.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None
 
 
 def _request_id(value: bytes | None) -> str:
@@ -237,4 +321,4 @@ def _request_id(value: bytes | None) -> str:
         text = value.decode("latin-1")
         if REQUEST_ID.fullmatch(text):
             return text
-    return os.urandom(8).hex()
+    return f"{random.getrandbits(64):016x}"  # a correlation id, not a secret: no system call

@@ -8,8 +8,12 @@ from typing import Literal
 from starlette.requests import Request
 from starlette.responses import Response
 
+from aiorch.backends.base import Readiness
 from aiorch.monitoring.prometheus_metrics import metrics_endpoint
 from aiorch.orchestrator import AIOrchestrator
+from aiorch.redact import redact_text, redact_url
+from aiorch.server.middleware import READYZ_DETAILS
+from aiorch.server.readiness import ReadinessCache
 from aiorch.server.responses import JSON
 from aiorch.server.schemas import BackendState, Readyz, openapi
 
@@ -27,12 +31,15 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """Ready when at least one backend answers; offline backends are shown as offline."""
-    orchestrator: AIOrchestrator = request.app.state.orchestrator
-    states = [
-        BackendState(r.service, r.kind, r.model, r.url, r.ready, r.detail, r.model_loaded)
-        for r in await orchestrator.readiness()
-    ]
+    """Ready when at least one backend answers; offline backends are shown as offline.
+
+    Probed at most once per `readyz_cache_seconds`; the details (model, URL, the probe's words)
+    only for callers the middleware authenticated, or for everyone on a service that has no
+    credentials configured.
+    """
+    cache: ReadinessCache = request.app.state.readiness
+    details = bool(request.scope.get(READYZ_DETAILS))
+    states = [_state(r, details) for r in await cache.get()]
     offline = all(s.kind == "offline" for s in states)
     ready = [s.ready for s in states]
     status: Literal["ready", "degraded", "offline", "unavailable"]
@@ -46,6 +53,20 @@ async def readyz(request: Request) -> Response:
         status = "unavailable"
     code = 503 if status == "unavailable" else 200
     return JSON(Readyz(status=status, offline=offline, backends=states), status_code=code)
+
+
+def _state(readiness: Readiness, details: bool) -> BackendState:
+    if not details:
+        return BackendState(service=readiness.service, kind=readiness.kind, ready=readiness.ready)
+    return BackendState(
+        service=readiness.service,
+        kind=readiness.kind,
+        ready=readiness.ready,
+        model=readiness.model,
+        url=None if readiness.url is None else redact_url(readiness.url),
+        detail=redact_text(readiness.detail),
+        model_loaded=readiness.model_loaded,
+    )
 
 
 async def openapi_json(request: Request) -> Response:

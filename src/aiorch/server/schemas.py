@@ -11,7 +11,8 @@ from typing import Any, Literal, TypeVar
 
 import msgspec
 
-from aiorch.errors import RequestError
+from aiorch.errors import RequestError, UnsupportedParameter
+from aiorch.request import KNOWN_FIELDS, ChatRequest
 from aiorch.types import QueryResult, Usage
 
 T = TypeVar("T")
@@ -32,40 +33,32 @@ class QueryBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     model: str | None = None  # "auto" (default), "kimi", "qwen" or a configured model id
 
 
-class ContentPart(msgspec.Struct, kw_only=True):
-    type: str
-    text: str | None = None
+class StrictChat(ChatRequest, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """`POST /v1/chat/completions` as most clients send it: only fields we know."""
 
 
-class ChatMessage(msgspec.Struct, kw_only=True):
-    role: Literal["system", "user", "assistant", "developer", "tool"]
-    content: str | list[ContentPart] | None = None
-
-    def text(self) -> str:
-        if isinstance(self.content, list):
-            return "".join(p.text or "" for p in self.content if p.type == "text")
-        return self.content or ""
+_decode_strict = msgspec.json.Decoder(StrictChat).decode
 
 
-class StreamOptions(msgspec.Struct, kw_only=True):
-    include_usage: bool = False
-
-
-class Thinking(msgspec.Struct, kw_only=True):
-    type: Literal["enabled", "disabled"]
-
-
-class ChatBody(msgspec.Struct, kw_only=True):
-    """`POST /v1/chat/completions` in OpenAI's shape; fields we do not use are ignored."""
-
-    model: str
-    messages: list[ChatMessage]
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
-    temperature: float | None = None
-    thinking: Thinking | None = None
+def decode_chat(body: bytes) -> ChatRequest:
+    """A Chat Completions body, whole. Top-level fields this version does not know are kept in
+    `extra` (forwarded where the model's service allows it, refused by name elsewhere); an
+    unknown field inside a message is refused by name."""
+    if not body.strip():
+        raise RequestError("request body is empty; send a JSON object")
+    try:
+        return _decode_strict(body)
+    except msgspec.ValidationError as error:
+        if not str(error).startswith("Object contains unknown field") or " - at `$" in str(error):
+            raise _invalid(error) from None
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as error:
+        raise _malformed(error, body) from None
+    data = decode(body, dict[str, Any])
+    extra = {k: data.pop(k) for k in list(data) if k not in KNOWN_FIELDS}
+    try:
+        return msgspec.convert({**data, "extra": extra}, ChatRequest)
+    except msgspec.ValidationError as error:
+        raise _invalid(error) from None
 
 
 class ErrorDetail(msgspec.Struct):
@@ -79,35 +72,34 @@ class ErrorBody(msgspec.Struct):
     error: ErrorDetail
 
 
-class ChatChoiceMessage(msgspec.Struct):
-    role: str
-    content: str
-    reasoning_content: str | None = None
-
-
-class ChatChoice(msgspec.Struct):
-    index: int
-    message: ChatChoiceMessage
-    finish_reason: str | None
-
-
-class ChatUsage(msgspec.Struct):
+class ChatUsage(msgspec.Struct, omit_defaults=True):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    completion_tokens_details: dict[str, int] | None = None
+    prompt_tokens_details: dict[str, int] | None = None
 
     @classmethod
     def of(cls, usage: Usage) -> ChatUsage:
-        return cls(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens)
+        return cls(
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.total_tokens,
+            {"reasoning_tokens": usage.reasoning_tokens} if usage.reasoning_tokens else None,
+            {"cached_tokens": usage.cached_tokens} if usage.cached_tokens else None,
+        )
 
 
 class ChatCompletion(msgspec.Struct):
+    """The answer to a plain `POST /v1/chat/completions`, in OpenAI's shape."""
+
     id: str
     created: int
     model: str
-    choices: list[ChatChoice]
+    choices: list[dict[str, Any]]
     usage: ChatUsage
     object: str = "chat.completion"
+    system_fingerprint: str | None = None
     aiorch: dict[str, Any] | None = None
 
 
@@ -123,13 +115,16 @@ class ModelList(msgspec.Struct):
     object: str = "list"
 
 
-class BackendState(msgspec.Struct):
+class BackendState(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Anonymous callers get `service`, `kind` and `ready` only; the details (model, URL, the
+    probe's words, which may name hosts) need an API key or the metrics token."""
+
     service: str
     kind: str
-    model: str
-    url: str | None
     ready: bool
-    detail: str
+    model: str | None = None
+    url: str | None = None
+    detail: str | None = None
     model_loaded: bool | None = None
 
 
@@ -147,12 +142,26 @@ def decode(body: bytes, kind: type[T]) -> T:
         return msgspec.json.decode(body, type=kind)
     except msgspec.ValidationError as error:
         raise InvalidBody(f"invalid request body: {error}", param=_param(str(error))) from None
-    except msgspec.DecodeError as error:
-        raise _not_utf8(body) or RequestError(f"request body is not valid JSON: {error}") from None
-    except UnicodeDecodeError:  # some msgspec releases let this one through for bad UTF-8
-        raise _not_utf8(body) or RequestError("request body is not valid JSON") from None
-    except RecursionError:  # msgspec recurses per nesting level, even into ignored fields
-        raise RequestError("request body is nested too deeply") from None
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as error:
+        raise _malformed(error, body) from None
+
+
+def _invalid(error: msgspec.ValidationError) -> RequestError:
+    """A chat body's field that is wrong: an unknown one is refused by name (400, as OpenAI
+    does), a wrongly typed or missing one is a 422 naming it."""
+    text = str(error)
+    param = _param(text)
+    if text.startswith("Object contains unknown field"):
+        return UnsupportedParameter(f"{param} is not a field this endpoint knows", param=param)
+    return InvalidBody(f"invalid request body: {text}", param=param)
+
+
+def _malformed(error: Exception, body: bytes) -> RequestError:
+    if isinstance(error, RecursionError):  # msgspec recurses per nesting level
+        return RequestError("request body is nested too deeply")
+    # Some msgspec releases let UnicodeDecodeError through for bad UTF-8; others word it.
+    detail = f": {error}" if isinstance(error, msgspec.DecodeError) else ""
+    return _not_utf8(body) or RequestError(f"request body is not valid JSON{detail}")
 
 
 def _not_utf8(body: bytes) -> RequestError | None:
@@ -200,7 +209,7 @@ def openapi(version: str) -> dict[str, Any]:
         [
             QueryBody,
             QueryResult,
-            ChatBody,
+            ChatRequest,
             ChatCompletion,
             ModelList,
             ModelCard,
@@ -216,6 +225,7 @@ def openapi(version: str) -> dict[str, Any]:
         for code, text in (
             (400, "The request is invalid; the message says what is wrong."),
             (401, "A valid API key is required."),
+            (404, "The model named is not served here (code model_not_found)."),
             (413, "The body is too large."),
             (422, "A field is missing, unknown or of the wrong type."),
             (429, "Rate limited; see Retry-After."),
