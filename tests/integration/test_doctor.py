@@ -241,12 +241,18 @@ def test_a_slow_first_byte_is_named_with_its_service(aiorch: Aiorch) -> None:
     assert first_byte >= 0.5
 
 
-# A busy event loop: 16 requests at once, each with 12,000 messages (under the 100,000-character
+# A busy event loop: 24 requests at once, each with 12,000 messages (under the 100,000-character
 # limit), on the single worker, which decodes, keys and translates each while the others wait.
 # Their wait shows before the handler (`queue`: received by the server -> the handler started),
-# and in whatever else awaits the loop (`parse` reading the bodies, `gateway`).
+# and in whatever else awaits the loop (`parse` reading the bodies, `gateway`). The mock decodes
+# the same bodies on the same two cores, so how far the gateway's share exceeds the default
+# threshold (50 ms, AiorchGatewaySlow's) depends on the machine: 16 requests gave 44 to 54 ms,
+# and failed one full run in three. The doctor is asked with a 20 ms threshold, ten times the
+# 2 ms the same requests cost before the window, so the verdict is about the finding, not the
+# machine's speed.
 MANY_MESSAGES = [{"role": "user", "content": f"m{i % 100:02d}"} for i in range(12_000)]
-HEAVY = 16
+HEAVY = 24
+BUSY = Thresholds(gateway_seconds=0.020)
 
 
 def test_a_busy_event_loop_is_named_as_the_gateways_own_queue(aiorch: Aiorch) -> None:
@@ -276,7 +282,7 @@ def test_a_busy_event_loop_is_named_as_the_gateways_own_queue(aiorch: Aiorch) ->
         with ThreadPoolExecutor(len(bodies)) as pool:
             assert list(pool.map(post, bodies)) == [200] * HEAVY
 
-    report = diagnose(sources.observe(aiorch.url, interval=0.1, wait=busy_loop))
+    report = diagnose(sources.observe(aiorch.url, interval=0.1, wait=busy_loop), BUSY)
     [phases] = [f for f in report.findings if f.check == "phases"]
     print("\n" + phases.summary, phases.evidence["seconds_per_request"])
     top = report.top
@@ -292,7 +298,7 @@ def test_a_busy_event_loop_is_named_as_the_gateways_own_queue(aiorch: Aiorch) ->
     assert "waiting before the handler (queue)" in top.summary
     own = top.evidence["gateway_seconds_per_request"]
     assert isinstance(own, float)
-    assert own > Thresholds().gateway_seconds
+    assert own > BUSY.gateway_seconds
 
 
 # Endpoints down
