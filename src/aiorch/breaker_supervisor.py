@@ -36,6 +36,8 @@ Probe = Callable[[], Awaitable[bool]]
 
 # A probe gets one probe interval to answer, and never less than this (seconds).
 MIN_PROBE_TIMEOUT = 1.0
+# How long `close` waits for its tasks before it cancels them again (seconds).
+CLOSE_WAIT = 1.0
 
 
 class BreakerSupervisor:
@@ -100,14 +102,22 @@ class BreakerSupervisor:
             self._tasks.append(loop.create_task(self._share(self.sync), name="aiorch-breaker-sync"))
 
     async def close(self) -> None:
-        """Stop the tasks and close the store."""
+        """Stop the tasks and close the store.
+
+        The loops also stop by themselves once closed: a library that swallows a cancellation
+        (redis-py's calls have, when the cancel raced one of their own timeouts) would otherwise
+        keep its loop, and this close, waiting for ever. A task still running after a second is
+        cancelled again.
+        """
         self._closed = True
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+        while self._tasks:
+            for task in self._tasks:
+                task.cancel()
+            done, pending = await asyncio.wait(self._tasks, timeout=CLOSE_WAIT)
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    log.warning("breaker task %s failed: %r", task.get_name(), task.exception())
+            self._tasks = list(pending)
         if self.sync is not None:
             await self.sync.close()
 
@@ -117,7 +127,7 @@ class BreakerSupervisor:
         probe = self.probes.get(name)
         next_probe: float | None = None
         opened = -1.0  # the `since` of the open period the probe schedule belongs to
-        while True:
+        while not self._closed:
             wake.clear()
             breaker.advance()
             now = breaker.clock()
@@ -158,7 +168,7 @@ class BreakerSupervisor:
         return settings.probe_interval * (1.0 + self._rng.uniform(-spread, spread))
 
     async def _share(self, sync: BreakerSync) -> None:
-        while True:
+        while not self._closed:
             sync.wake.clear()
             await sync.sync_once()
             await _wait_for(sync.wake, sync.next_wait())

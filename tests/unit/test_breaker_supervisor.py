@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pytest
 
 from aiorch.breaker import BreakerState, CircuitBreaker
 from aiorch.breaker_supervisor import BreakerSupervisor
 from aiorch.config import BreakerSettings
-from aiorch.shared_breakers import MemoryBreakerStore
+from aiorch.shared_breakers import BreakerRecord, MemoryBreakerStore
 
 OPEN, HALF_OPEN, CLOSED = BreakerState.OPEN, BreakerState.HALF_OPEN, BreakerState.CLOSED
 ANTI_HANG = 20.0
@@ -199,3 +199,34 @@ def test_a_supervisor_works_again_in_the_next_event_loop() -> None:
 
     asyncio.run(first())  # the loop ends, and the supervisor's tasks with it
     asyncio.run(second())
+
+
+class SwallowingStore(MemoryBreakerStore):
+    """A store whose read swallows a cancellation, as redis-py's calls have when a cancel raced
+    one of their own timeouts (redis/redis-py#2028, #2551): the call returns as if nothing
+    happened. Its first read waits until it is cancelled."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inside = asyncio.Event()
+        self.swallowed = 0
+
+    async def read(self, services: Sequence[str]) -> dict[str, BreakerRecord | None]:
+        if not self.inside.is_set():
+            self.inside.set()
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                self.swallowed += 1
+        return await super().read(services)
+
+
+async def test_close_returns_even_when_the_store_swallows_the_cancellation() -> None:
+    b, _ = breaker()
+    store = SwallowingStore()
+    supervisor = BreakerSupervisor({"kimi": b}, {}, store, sync_interval=0.01)
+    supervisor.start()
+    await until(store.inside.is_set, "the sync loop to read the store")
+    await supervisor.close()  # used to wait for ever: the sync loop went on
+    assert store.swallowed == 1
+    assert not supervisor.running
