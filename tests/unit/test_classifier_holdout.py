@@ -127,7 +127,7 @@ def test_the_trainer_keeps_out_only_the_blind_holdout() -> None:
     trainer = _trainer()
     assert trainer.BLIND == (BLIND,)
     sources = {row.get("batch") or row.get("split") for row in trainer.training_rows()}
-    assert {"holdout-a", "holdout-b", "holdout-c", "holdout-d"} <= sources
+    assert {"holdout-a", "holdout-b", "holdout-c", "holdout-d", "train-j"} <= sources
 
 
 def test_no_holdout_query_is_in_the_training_data() -> None:
