@@ -139,14 +139,20 @@ def fold_of(query: str, folds: int) -> int:
 
 
 def cross_validate(
-    rows: list[dict[str, str]], folds: int, *, misses: bool = False, only: str = ""
+    rows: list[dict[str, str]],
+    folds: int,
+    *,
+    misses: bool = False,
+    only: str = "",
+    without: str = "",
 ) -> None:
     """k-fold recall per class, per language and overall of the model alone and of the router
     (the shipped rules and arbitration with the fold's model), on the training data only.
 
     `misses`: also print each query the router got wrong (expected, got, signal, query).
-    `only`: score only the rows of batches or files whose name starts with it (training still
-    uses every other fold's rows), to compare data sets on the rows they share.
+    `only` / `without`: score only the rows whose batch (or split) starts / does not start
+    with it (training still uses every other fold's rows): to compare data sets on the rows
+    they share.
     """
     queries = [r["query"] for r in rows]
     features = featurize(queries)
@@ -163,7 +169,11 @@ def cross_validate(
                 got["model"][i] = model.predict(features[i])[0]
                 verdict = router.explain(queries[i])
                 got["router"][i], signals[i] = verdict.query_type, verdict.header
-    scored = [i for i, r in enumerate(rows) if _source(r).startswith(only)]
+    scored = [
+        i
+        for i, r in enumerate(rows)
+        if _source(r).startswith(only) and not (without and _source(r).startswith(without))
+    ]
     rows_in = set(scored)
     groups = {kind.value: [i for i in scored if labels[i] is kind] for kind in CLASSES}
     groups["en"] = [i for i in scored if rows[i]["lang"] == "en"]
@@ -188,8 +198,8 @@ def cross_validate(
 
 
 def _source(row: dict[str, str]) -> str:
-    """Where a training row came from: its batch, or its split, or its file."""
-    return row.get("batch") or row.get("split") or row.get("file", "")
+    """Where a training row came from: its batch (or, for the oldest file, its split)."""
+    return row.get("batch") or row.get("split", "")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -197,13 +207,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cv", type=int, default=0, help="k-fold cross-validation only")
     parser.add_argument("--misses", action="store_true", help="with --cv: list the router's misses")
     parser.add_argument("--only", default="", help="with --cv: score only batches named so")
+    parser.add_argument("--without", default="", help="with --cv: score all batches but these")
     parser.add_argument("--check", action="store_true", help="fail if the shipped model is stale")
     parser.add_argument("--out", type=Path, default=MODEL)
     args = parser.parse_args(argv)
     rows = training_rows()
     print(f"training rows: {len(rows)} ({dict(Counter(r['label'] for r in rows))})")
     if args.cv:
-        cross_validate(rows, args.cv, misses=args.misses, only=args.only)
+        cross_validate(rows, args.cv, misses=args.misses, only=args.only, without=args.without)
         return 0
     model = train(featurize([r["query"] for r in rows]), [QueryType(r["label"]) for r in rows])
     text = model.to_json()
