@@ -209,6 +209,16 @@ def test_precedence_between_classes(query: str, expected: QueryType) -> None:
             id="class-is-not-code",
         ),
         pytest.param("write functional requirements for returns", {"requirements"}, id="fnal"),
+        pytest.param(
+            "опиши спецификацию сервиса заказов: какие нужны эндпоинты и поля",
+            {"requirements"},
+            id="which-are-needed-is-not-a-code-ask",
+        ),
+        pytest.param("нужна функция, которая переворачивает строку", {"code"}, id="ru-need"),
+        pytest.param("нужны ли нам реплики для чтения при 300 rps", set(), id="ru-need-question"),
+        pytest.param(
+            "какие условия нужно утвердить для бонусной программы", set(), id="need-to-agree"
+        ),
     ],
 )
 def test_asks_without_their_usual_words(query: str, asked: set[str]) -> None:
@@ -217,6 +227,34 @@ def test_asks_without_their_usual_words(query: str, asked: set[str]) -> None:
     assert {kind.value for kind in verdict.asked} == asked, verdict
     if len(asked) > 1:
         assert verdict.query_type is QueryType.UNKNOWN
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "steps to reproduce for the crash on the settings screen",
+        "you are the QA: list the defects you find in this signup flow",
+        "how do I fake the S3 client in the upload service",
+        "классы эквивалентности для поля с номером паспорта",
+        "опиши шаги воспроизведения для зависания при оплате",
+    ],
+)
+def test_qa_words_vote_for_testing_without_the_word_test(query: str) -> None:
+    verdict = DEFAULT_CLASSIFIER.verdict(query)
+    assert "test_qa_word" in verdict.fired, verdict
+    assert verdict.scores[QueryType.TESTING] == max(verdict.scores.values()), verdict
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "who is allowed to cancel a booking after check-in",
+        "how should the booking service store time zones",
+        "в каком часовом поясе хранить время в сервисе бронирования",
+    ],
+)
+def test_roles_and_time_zones_are_not_questions_of_fact(query: str) -> None:
+    assert "general_fact" not in DEFAULT_CLASSIFIER.verdict(query).fired
 
 
 def test_an_ab_test_is_not_a_software_test() -> None:

@@ -1,15 +1,14 @@
 """The router on queries it was not trained on: the frozen holdouts of issue 20.
 
-Four holdout files, each written in one sitting and committed before any router was scored on
+Five holdout files, each written in one sitting and committed before any router was scored on
 it (docs/routing.md tells the order). Holdouts a, b and c (`holdout_frozen.jsonl`,
-`holdout_b.jsonl`, `holdout_c.jsonl`) were each scored once blind in round one; in round two they
-became training data, so their floors below are regression checks, not measures of
-generalisation. `holdout_d.jsonl`, written by a second writer before any round-two tuning, is
-the blind one: the training script never reads it. Run with `-rA` or `-s` for the tables.
+`holdout_b.jsonl`, `holdout_c.jsonl`) were each scored once blind in round one, holdout-d
+(`holdout_d.jsonl`) in round two; all four are training data since (a to c since round two, d
+since round three), so their floors below are regression checks of the fit, not measures of
+generalisation. `holdout_e.jsonl` is the blind one of round three: the training script never
+trains on it. Run with `-rA` or `-s` for the tables.
 
-The issue's target (95 % overall, 90 % in every class) is asserted on holdout-d. It is not met
-(0.963 overall, but testing 0.86): that test is a strict xfail, so it fails the day it starts
-passing and the mark must go. What is met is pinned by `test_holdout_does_not_regress`.
+The issue's target (95 % overall, 90 % in every class) is asserted on the blind file only.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ import importlib.util
 import json
 from collections import Counter
 from pathlib import Path
+from types import ModuleType
 from typing import NamedTuple
 
 import pytest
@@ -35,19 +35,24 @@ FROZEN = {
     "holdout_b.jsonl": "f9ef953012ed1ba45698a3a6e9b99a8a3d40c6fb28d7b15a69d2dcaada29e417",
     "holdout_c.jsonl": "772b343eb10c8071ab91dd0143fc699bc383b07ed773572c2ecf6a4514600b3d",
     # holdout-d: written 2026-12-04 by a second writer before any model output or any miss of
-    # the older data was read; scored once, by round two's final model.
+    # the older data was read; scored once, by round two's final model; training since round
+    # three.
     "holdout_d.jsonl": "130d6c5fea1522bbdcd491f803e1d8a634067ecb88ce53368c75b26045c80513",
+    # TODO(lead): add "holdout_e.jsonl": "<sha256>" here when the file is committed (before
+    # any router is scored on it), so that it is pinned like the others.
 }
 TARGET_OVERALL, TARGET_PER_CLASS = 0.95, 0.90  # issue 20
-BLIND = "holdout_d.jsonl"  # the one no training or tuning has read
-# What the shipped router holds, less a query or two of slack for a retrain. Holdout-d, blind:
-# 0.963, weakest class testing 0.86 (31/36). Holdouts a-c are training data since round two
-# (0.99 to 1.00 now): their floors check the fit, not generalisation.
+# The one no training or tuning has read: round three's blind holdout, written by someone else
+# while round three was under way. The training script skips it and drops any training query
+# whose text it has.
+BLIND = "holdout_e.jsonl"
+# What the shipped router holds on files it is trained on, less a query or two of slack for a
+# retrain: they check the fit, not generalisation (holdouts a-c since round two, d since three).
 FLOORS = {
     "holdout_frozen.jsonl": (0.97, 0.90),
     "holdout_b.jsonl": (0.97, 0.90),
     "holdout_c.jsonl": (0.97, 0.90),
-    "holdout_d.jsonl": (0.95, 0.83),
+    "holdout_d.jsonl": (0.97, 0.90),
 }
 
 
@@ -61,6 +66,15 @@ def _rows(name: str) -> list[Row]:
     lines = (DATA / name).read_text(encoding="utf-8").splitlines()
     rows = [json.loads(line) for line in lines]
     return [Row(r["query"], QueryType(r["label"]), r["lang"]) for r in rows]
+
+
+def _blind_rows() -> list[Row]:
+    # TODO(lead): holdout_e.jsonl is being written while round three is built; once it is
+    # committed (and its hash is in FROZEN), delete this skip so that a missing blind file fails
+    # instead of passing quietly, and record its first score in docs/routing.md.
+    if not (DATA / BLIND).exists():
+        pytest.skip(f"{BLIND} (round three's blind holdout) is not committed yet")
+    return _rows(BLIND)
 
 
 def _recall(rows: list[Row], got: list[QueryType]) -> dict[str, float]:
@@ -100,18 +114,28 @@ def test_holdout_is_frozen_large_and_bilingual(name: str) -> None:
     assert set(Counter(r.label for r in rows)) == set(QueryType)
 
 
-def test_no_holdout_query_is_in_the_training_data() -> None:
-    """What the training script trains on: the labelled files minus any text the blind holdout
-    also has (22 short or common queries of holdout-d, "ok", "go on", "regex to match an ipv4
-    address", were also in older files; the script drops them from training rather than the
-    frozen file being edited)."""
+def _trainer() -> ModuleType:
     spec = importlib.util.spec_from_file_location("train_router", TRAINER)
     assert spec is not None
     assert spec.loader is not None
     trainer = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(trainer)
-    held = {r.query.strip().casefold() for r in _rows(BLIND)}
-    training = {row["query"].strip().casefold() for row in trainer.training_rows()}
+    return trainer
+
+
+def test_the_trainer_keeps_out_only_the_blind_holdout() -> None:
+    trainer = _trainer()
+    assert trainer.BLIND == (BLIND,)
+    sources = {row.get("batch") or row.get("split") for row in trainer.training_rows()}
+    assert {"holdout-a", "holdout-b", "holdout-c", "holdout-d", "train-j"} <= sources
+
+
+def test_no_holdout_query_is_in_the_training_data() -> None:
+    """What the training script trains on: the labelled files minus any text the blind holdout
+    also has (short or common queries such as "ok" or "go on" turn up in several files; the
+    script drops them from training rather than the frozen file being edited)."""
+    held = {r.query.strip().casefold() for r in _blind_rows()}
+    training = {row["query"].strip().casefold() for row in _trainer().training_rows()}
     assert len(training) > 1000
     assert not training & held
 
@@ -128,16 +152,14 @@ def test_holdout_does_not_regress(name: str) -> None:
     assert min(recall.values()) >= floor_class, recall
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 20 target not met on holdout-d (scored once, blind): 0.963 overall (236/245) "
-    "but testing 0.86 (31/36) < 0.90; code 0.99, reasoning 1.00, requirements 0.97, "
-    "general 0.95, unknown 1.00",
-)
+# TODO(lead): after the first scoring of holdout-e, if the target is not met, mark this test
+# `xfail(strict=True)` with the figures in its reason (as round two did for holdout-d).
 def test_blind_holdout_meets_the_issue_target() -> None:
-    """Only holdout-d counts: the others are training data, so meeting it there proves little."""
-    rows = _rows(BLIND)
+    """Only the blind file counts: the others are training data, so meeting it there proves
+    little."""
+    rows = _blind_rows()
     got = [classify(r.query) for r in rows]
+    print(_table(BLIND, rows, got))
     overall = sum(r.label is g for r, g in zip(rows, got, strict=True)) / len(rows)
     assert overall >= TARGET_OVERALL
     assert min(_recall(rows, got).values()) >= TARGET_PER_CLASS
