@@ -8,7 +8,9 @@ since round three), so their floors below are regression checks of the fit, not 
 generalisation. `holdout_e.jsonl` is the blind one of round three: the training script never
 trains on it. Run with `-rA` or `-s` for the tables.
 
-The issue's target (95 % overall, 90 % in every class) is asserted on the blind file only.
+The issue's target (95 % overall, 90 % in every class) is asserted on the blind file only. It is
+not met (0.918 overall; general 0.89, unknown 0.80): that test is a strict xfail, so it fails the
+day it starts passing and the mark must go.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ FROZEN = {
     # the older data was read; scored once, by round two's final model; training since round
     # three.
     "holdout_d.jsonl": "130d6c5fea1522bbdcd491f803e1d8a634067ecb88ce53368c75b26045c80513",
-    # holdout-e: written 2026-12-05 by a third writer who never saw the router, its rules, its
+    # holdout-e: written 2026-12-05 by a fourth writer who never saw the router, its rules, its
     # training data or the older holdouts, only the label guidelines; frozen before round three's
     # model was scored on it.
     "holdout_e.jsonl": "8a210af75d44a858f15bc5bdb261e9e9071234e9fec9757468bd26a8d056cfc6",
@@ -55,6 +57,8 @@ FLOORS = {
     "holdout_b.jsonl": (0.97, 0.90),
     "holdout_c.jsonl": (0.97, 0.90),
     "holdout_d.jsonl": (0.97, 0.90),
+    # Blind, scored once: 0.918, weakest class unknown 0.80 (12/15). A floor, not the target.
+    "holdout_e.jsonl": (0.90, 0.78),
 }
 
 
@@ -149,8 +153,12 @@ def test_holdout_does_not_regress(name: str) -> None:
     assert min(recall.values()) >= floor_class, recall
 
 
-# TODO(lead): after the first scoring of holdout-e, if the target is not met, mark this test
-# `xfail(strict=True)` with the figures in its reason (as round two did for holdout-d).
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 20 target not met on holdout-e (scored once, blind, 2026-12-05): 0.918 overall "
+    "(202/220) < 0.95; code 0.92, reasoning 1.00, requirements 0.94, testing 0.90, general 0.89 "
+    "(31/35), unknown 0.80 (12/15)",
+)
 def test_blind_holdout_meets_the_issue_target() -> None:
     """Only the blind file counts: the others are training data, so meeting it there proves
     little."""
