@@ -14,6 +14,7 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -322,3 +323,60 @@ def test_a_context_length_refusal_goes_where_the_configuration_says(
     assert result.finish_reason == "stop"
     assert result.body["selected_service"] == "kimi"  # qwen's fallbacks_on names kimi
     assert result.body["fallback"]["reason"] == "upstream_request_error"
+
+
+# ---------------------------------------------------------------------------- the retry budget
+
+
+def budget_toml(min_concurrent: int) -> str:
+    """Kimi alone with the default budget (0.2 retries per first attempt over 10 s) and the
+    given floor; a breaker that cannot open on two failures."""
+    return f"""
+[retry]
+budget_ratio = 0.2
+budget_window = 10.0
+budget_min_concurrent = {min_concurrent}
+[breaker]
+enabled = false
+"""
+
+
+def two_isolated_retries(tmp_path: Path, min_concurrent: int) -> tuple[Result, Result, int]:
+    """Issue 16's scenario: five healthy requests, then one that fails once (and is retried
+    within the ratio), then, a second later, another that fails once: its retry is over the
+    ratio for the next 10 s; only the floor lets it through. Also: how many calls Kimi got for
+    the second."""
+    with (
+        mock_upstream(tmp_path) as mock,
+        aiorch_service(tmp_path, mock, toml=budget_toml(min_concurrent), name="budget") as service,
+    ):
+        for _ in range(5):
+            assert ask(service, unique("Explain the calm"), stream=False, alone=True).status == 200
+        once = kimi_only("http_503", fault_limit=1)
+        first = ask(service, unique("Explain the first") + " " + once, stream=False, alone=True)
+        time.sleep(1.0)
+        marker = unique("Explain the second")
+        second = ask(service, marker + " " + once, stream=False, alone=True)
+        return first, second, len(mock.requests_mentioning(marker))
+
+
+def test_an_isolated_request_keeps_its_retry_after_another_one_retried(tmp_path: Path) -> None:
+    first, second, calls = two_isolated_retries(tmp_path, min_concurrent=3)
+    record("503 once, another retried 1 s ago", second, "answered")
+
+    for result in (first, second):
+        assert result.finish_reason == "stop", result.body
+        assert result.body["selected_service"] == "kimi"
+        (attempt,) = result.body["attempts"]
+        assert attempt["retries"] == 1
+    assert calls == 2
+
+
+def test_without_the_floor_the_ratio_alone_refuses_that_retry(tmp_path: Path) -> None:
+    """The control: the scenario above does reach the budget (with no floor it fails)."""
+    first, second, calls = two_isolated_retries(tmp_path, min_concurrent=0)
+
+    assert first.finish_reason == "stop", first.body  # 1 retry for 6 first attempts: within 0.2
+    assert second.error is not None, second.body  # 2 for 7: over it, and Kimi is alone
+    assert second.error["code"] == "all_backends_failed"
+    assert calls == 1  # no retry
