@@ -26,7 +26,7 @@ named the type). `classify` keeps its old contract: text in, `QueryType` out.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -44,6 +44,7 @@ __all__ = [
     "DEFAULT_CLASSIFIER",
     "DEFAULT_ROUTER",
     "Classifier",
+    "RecentVerdicts",
     "Router",
     "Verdict",
     "classify",
@@ -147,6 +148,54 @@ class Router:
         ]
         best = max(voters, key=lambda f: f.weight, default=None)
         return f"rule:{best.name}" if best else "rule:unsure"
+
+
+class RecentVerdicts:
+    """A classifier that remembers the verdicts of the texts it saw last.
+
+    Classification is a pure function of the text, so a remembered verdict is the one another
+    run would give; a repeated query (every answer-cache hit, a client's retry, an agent sending
+    its conversation again) skips the rules and the model, which are most of a cache hit's CPU
+    (docs/performance.md). Least recently used first out, bounded by `max_entries` and by
+    `max_chars` of text kept; a text longer than `max_text` is classified every time (its hash
+    is as dear as a lookup saves, and it would crowd out the rest).
+    """
+
+    def __init__(
+        self,
+        classify: Callable[[str], Verdict],
+        *,
+        max_entries: int = 4096,
+        max_chars: int = 1 << 21,
+        max_text: int = 8192,
+    ) -> None:
+        if min(max_entries, max_chars, max_text) < 1:
+            raise ValueError("max_entries, max_chars and max_text must be positive")
+        self._classify = classify
+        self.max_entries = max_entries
+        self.max_chars = max_chars
+        self.max_text = max_text
+        self._seen: dict[str, Verdict] = {}  # oldest first
+        self._chars = 0
+
+    def __call__(self, text: str) -> Verdict:
+        seen = self._seen
+        verdict = seen.pop(text, None)
+        if verdict is not None:
+            seen[text] = verdict  # now the most recently used
+            return verdict
+        verdict = self._classify(text)
+        if len(text) <= self.max_text:
+            seen[text] = verdict
+            self._chars += len(text)
+            while len(seen) > self.max_entries or self._chars > self.max_chars:
+                oldest = next(iter(seen))
+                del seen[oldest]
+                self._chars -= len(oldest)
+        return verdict
+
+    def __len__(self) -> int:
+        return len(self._seen)
 
 
 DEFAULT_ROUTER = Router(model=load_default_model())

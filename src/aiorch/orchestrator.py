@@ -21,7 +21,7 @@ from aiorch.backends import Backend, Readiness, build_backend
 from aiorch.breaker import BreakerState
 from aiorch.cache import Cache, MemoryCache
 from aiorch.catalog import Catalog
-from aiorch.classifier import Verdict, classify_explained
+from aiorch.classifier import RecentVerdicts, Verdict, classify_explained
 from aiorch.config import Settings, load_settings
 from aiorch.errors import RequestError
 from aiorch.failsafe_cache import FailSafeCache
@@ -68,7 +68,7 @@ class AIOrchestrator:
         self.services = Services(settings, self.metrics, traced(built, tracer_provider), store)
         self.metrics.initialise(self.catalog)  # every series at zero: rate() sees the first burst
         self.cache: Cache = cache if cache is not None else default_cache(settings)
-        self.planner = Planner(settings, self.catalog, self.services, classifier)
+        self.planner = Planner(settings, self.catalog, self.services, RecentVerdicts(classifier))
         hedge = settings.hedge
         delay = (
             HedgeDelay(hedge.quantile, hedge.min_samples, hedge.min_delay)
