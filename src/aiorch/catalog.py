@@ -10,16 +10,20 @@ configuration; adding a service or a model touches the configuration only.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import msgspec
 
-from aiorch.config import MULTI, Settings
 from aiorch.errors import ModelNotFound
 from aiorch.models import Model
 from aiorch.service_settings import ModelSettings, ServiceSettings
 from aiorch.types import QueryType
 
+if TYPE_CHECKING:
+    from aiorch.config import Settings
+
 AUTO = "auto"
+MULTI = "multi"  # the route that asks the `multi` models at once and merges their answers
 UNLISTED = "other"  # the `model` label of a `service/model-id` the configuration does not list
 
 

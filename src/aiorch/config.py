@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from aiorch.catalog import MULTI, Catalog
 from aiorch.errors import ConfigError
 from aiorch.redact import redact_url
 from aiorch.remote import RETRY_INTERVAL
@@ -153,9 +154,6 @@ def _default_services() -> dict[str, ServiceSettings]:
         ),
         "qwen": ServiceSettings(name="qwen", fallbacks=("kimi",)),
     }
-
-
-MULTI = "multi"  # the route that asks the `multi` models at once and merges their answers
 
 
 class Settings(_Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -360,8 +358,6 @@ def _is_network(text: str) -> bool:
 
 
 def _check(settings: Settings) -> None:
-    from aiorch.catalog import Catalog  # names are checked by resolving them, once
-
     problems: list[str] = []
     for name, service in settings.services.items():
         problems.extend(_service_problems(name, service))

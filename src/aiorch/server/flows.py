@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator
 
-import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -33,17 +32,10 @@ from aiorch.errors import AiorchError
 from aiorch.orchestrator import AIOrchestrator
 from aiorch.server import sse
 from aiorch.server.responses import JSON, error_response
-from aiorch.server.schemas import InvalidBody, decode
+from aiorch.server.schemas import FlowBody, InvalidBody, decode
 
 DEFAULT_FLOW = "ba-dev-qa"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-class FlowBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    request: str
-    use_cache: bool = True
-    stream: bool = False
-    context: str | None = None
 
 
 def build_runner(orchestrator: AIOrchestrator) -> FlowRunner:

@@ -22,8 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from aiorch.answer import Answer, Choice, Delta
-from aiorch.catalog import AUTO
-from aiorch.config import MULTI
+from aiorch.catalog import AUTO, MULTI
 from aiorch.errors import AiorchError, NotFound, RequestError
 from aiorch.orchestrator import AIOrchestrator
 from aiorch.pipeline import Head

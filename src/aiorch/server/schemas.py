@@ -11,11 +11,21 @@ from typing import Any, Literal, TypeVar
 
 import msgspec
 
+from aiorch.agents.flow import FlowResult
 from aiorch.errors import RequestError, UnsupportedParameter
 from aiorch.request import KNOWN_FIELDS, ChatRequest
 from aiorch.types import QueryResult, Usage
 
 T = TypeVar("T")
+
+
+class FlowBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The body of `POST /api/ai/flows/{name}`."""
+
+    request: str
+    use_cache: bool = True
+    stream: bool = False
+    context: str | None = None
 
 
 class QueryBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -199,9 +209,6 @@ def _param(message: str) -> str | None:
 
 def openapi(version: str) -> dict[str, Any]:
     """The OpenAPI 3.1 document, with schemas generated from the Structs above."""
-    from aiorch.agents.flow import FlowResult  # the flows build on this module
-    from aiorch.server.flows import FlowBody
-
     (
         (query, result, chat, completion, models, card, ready, error, flow, flow_result),
         components,
