@@ -92,6 +92,28 @@ def test_a_tool_loop_over_several_turns_with_parallel_calls(sdk: openai.OpenAI, 
     assert "rain" in answer.message.content  # it read the tool results
     assert second.usage is not None
 
+    # The conversation goes on: another question, another round of tools, with the first
+    # round's calls, results and answer in the history.
+    messages.append(answer.message.model_dump(exclude_none=True))
+    messages.append({"role": "user", "content": "And in Oslo? Use get_weather."})
+    third = sdk.chat.completions.create(model=model, messages=messages, tools=TOOLS)
+
+    again = third.choices[0]
+    assert again.finish_reason == "tool_calls"
+    (call,) = again.message.tool_calls or []
+    assert call.function.name == "get_weather"
+    assert call.id not in {c.id for c in calls}  # ids stay unique across the conversation
+    messages.append(again.message.model_dump(exclude_none=True))
+    messages += results_for([{"id": call.id, "name": call.function.name}])
+
+    fourth = sdk.chat.completions.create(model=model, messages=messages, tools=TOOLS)
+
+    last = fourth.choices[0]
+    assert last.finish_reason == "stop", last
+    assert "rain" in (last.message.content or "")
+    roles = [m["role"] for m in messages]
+    assert roles == ["user", "assistant", "tool", "tool", "assistant", "user", "assistant", "tool"]
+
 
 @pytest.mark.parametrize("model", ["kimi", "qwen"])
 def test_a_streamed_tool_loop_builds_calls_from_index_based_deltas(
