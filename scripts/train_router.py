@@ -38,7 +38,7 @@ MODEL = ROOT / "src" / "aiorch" / "data" / "router_model.json"
 CLASSES = tuple(QueryType)
 # Holdouts nothing may be trained or tuned on: scored once, at the end, by the final model.
 # Files not written yet are skipped (`holdout_files`), never trained on when they appear.
-BLIND = ("holdout_e.jsonl",)
+BLIND = ("holdout_e.jsonl", "holdout_f.jsonl")
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
