@@ -6,8 +6,8 @@
     python scripts/train_router.py --check         # exit 1 if the shipped model is stale
 
 Training data: every labelled file in `tests/unit/data/` except the blind holdouts (`BLIND`,
-since round three `holdout_e.jsonl`); that includes holdouts a to d, which have been scored and
-read (a to c since round two, d since round three). Any query whose text a blind holdout also
+since round four `holdout_f.jsonl`); that includes holdouts a to e, which have been scored and
+read (a to c since round two, d since round three, e since round four). Any query whose text a blind holdout also
 has is dropped from training, so the blind file stays unseen, and a text found in two files
 counts once. A blind file that is not there yet is skipped: the day it is added, the same
 dedup applies to it without a change here. The model is multinomial
@@ -38,7 +38,7 @@ MODEL = ROOT / "src" / "aiorch" / "data" / "router_model.json"
 CLASSES = tuple(QueryType)
 # Holdouts nothing may be trained or tuned on: scored once, at the end, by the final model.
 # Files not written yet are skipped (`holdout_files`), never trained on when they appear.
-BLIND = ("holdout_e.jsonl", "holdout_f.jsonl")
+BLIND = ("holdout_f.jsonl",)
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
