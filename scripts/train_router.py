@@ -6,11 +6,11 @@
     python scripts/train_router.py --check         # exit 1 if the shipped model is stale
 
 Training data: every labelled file in `tests/unit/data/` except the blind holdouts (`BLIND`,
-since round four `holdout_f.jsonl`); that includes holdouts a to e, which have been scored and
-read (a to c since round two, d since round three, e since round four). Any query whose text a blind holdout also
-has is dropped from training, so the blind file stays unseen, and a text found in two files
-counts once. A blind file that is not there yet is skipped: the day it is added, the same
-dedup applies to it without a change here. The model is multinomial
+since round four `holdout_f.jsonl`); that includes holdouts a to e, which have been scored
+and read (a to c since round two, d since round three, e since round four). Any query whose
+text a blind holdout also has is dropped from training, so the blind file stays unseen, and a
+text found in two files counts once. A blind file that is not there yet is skipped: the day it
+is added, the same dedup applies to it without a change here. The model is multinomial
 logistic regression over `aiorch.router_model.router_features`, trained by AdaGrad in pure Python
 (no numpy), deterministic for a given data set: the same data gives the same file.
 """

@@ -50,8 +50,8 @@ FROZEN = {
 }
 TARGET_OVERALL, TARGET_PER_CLASS = 0.95, 0.90  # issue 20
 # The one no training or tuning has read: round four's blind holdout, written by someone else
-# from the label guidelines alone while round four was under way. The training script skips it and drops any training query
-# whose text it has.
+# from the label guidelines alone while round four was under way. The training script skips
+# it and drops any training query whose text it has.
 BLIND = "holdout_f.jsonl"
 # What the shipped router holds on files it is trained on, less a query or two of slack for a
 # retrain: they check the fit, not generalisation (holdouts a-c since round two, d since three).
