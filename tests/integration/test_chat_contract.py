@@ -73,6 +73,8 @@ def test_ollama_gets_them_in_its_own_form_and_the_client_is_told_what_was_left_o
         ("qwen", "logprobs", True),
         ("qwen", "n", 3),
         ("qwen", "tool_choice", "required"),
+        ("qwen", "reasoning_effort", "low"),  # both change the answer: never dropped
+        ("qwen", "verbosity", "low"),
         ("kimi", "n", 9),  # kimi-k2-thinking: at most 5
     ],
 )

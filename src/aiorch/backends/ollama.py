@@ -111,6 +111,13 @@ class OllamaBackend:
                 return _refuse(name, f"{name} is not supported {why}")
         if request.modalities and set(request.modalities) != {"text"}:
             return _refuse("modalities", f"only text output is supported {why}")
+        # Both change the answer, so leaving them out would degrade it silently.
+        if request.reasoning_effort:
+            return _refuse(
+                "reasoning_effort", f"not supported {why}, which switches thinking on or off only"
+            )
+        if request.verbosity:
+            return _refuse("verbosity", f"verbosity is not supported {why}")
         for name in request.extra:
             if name not in OPTIONS:
                 return _refuse(name, f"{name} is not supported {why}")
@@ -130,16 +137,11 @@ class OllamaBackend:
         return None
 
     def notes(self, request: ChatRequest) -> tuple[str, ...]:
-        notes = [
+        return tuple(
             f"{name}: not sent, ollama has no such field"
             for name in NOT_SENT
             if getattr(request, name)
-        ]
-        if request.reasoning_effort:
-            notes.append("reasoning_effort: not sent, ollama switches thinking on or off only")
-        if request.verbosity:
-            notes.append("verbosity: not sent, ollama has no such field")
-        return tuple(notes)
+        )
 
     def body(self, call: Call) -> bytes:
         request, model = call.request, call.model
