@@ -179,19 +179,20 @@ class RecentVerdicts:
         self._chars = 0
 
     def __call__(self, text: str) -> Verdict:
+        if len(text) > self.max_text:
+            return self._classify(text)  # never kept: not worth hashing a 100 KB paste for
         seen = self._seen
         verdict = seen.pop(text, None)
         if verdict is not None:
             seen[text] = verdict  # now the most recently used
             return verdict
         verdict = self._classify(text)
-        if len(text) <= self.max_text:
-            seen[text] = verdict
-            self._chars += len(text)
-            while len(seen) > self.max_entries or self._chars > self.max_chars:
-                oldest = next(iter(seen))
-                del seen[oldest]
-                self._chars -= len(oldest)
+        seen[text] = verdict
+        self._chars += len(text)
+        while len(seen) > self.max_entries or self._chars > self.max_chars:
+            oldest = next(iter(seen))
+            del seen[oldest]
+            self._chars -= len(oldest)
         return verdict
 
     def __len__(self) -> int:

@@ -68,6 +68,7 @@ class AIOrchestrator:
         self.services = Services(settings, self.metrics, traced(built, tracer_provider), store)
         self.metrics.initialise(self.catalog)  # every series at zero: rate() sees the first burst
         self.cache: Cache = cache if cache is not None else default_cache(settings)
+        # `classifier` must be a pure function of the text: its recent verdicts are reused.
         self.planner = Planner(settings, self.catalog, self.services, RecentVerdicts(classifier))
         hedge = settings.hedge
         delay = (
