@@ -16,7 +16,7 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from tests.integration.service_support import Service, unique
+from tests.integration.service_support import Mock, Service, unique
 
 TOOLS: list[dict[str, Any]] = [
     {
@@ -236,3 +236,28 @@ def test_a_field_no_model_of_the_route_can_honour_is_refused_by_name(sdk: openai
     body = caught.value.body
     assert isinstance(body, dict)
     assert body["param"] == "logit_bias"
+
+
+def test_reasoning_effort_reaches_kimi_and_is_refused_by_name_on_ollama(
+    sdk: openai.OpenAI, mock_upstream: Mock
+) -> None:
+    """It changes the answer, so it is never left out quietly: sent where the API has it."""
+    marker = unique("hi")
+    answered = sdk.chat.completions.create(
+        model="kimi", messages=[{"role": "user", "content": marker}], reasoning_effort="low"
+    )
+    assert answered.choices[0].finish_reason == "stop"
+    (sent,) = mock_upstream.requests_mentioning(marker)
+    assert sent["body"]["reasoning_effort"] == "low"
+
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk.chat.completions.create(
+            model="qwen",
+            messages=[{"role": "user", "content": unique("hi")}],
+            reasoning_effort="low",
+        )
+
+    assert caught.value.code == "unsupported_parameter"
+    body = caught.value.body
+    assert isinstance(body, dict)
+    assert body["param"] == "reasoning_effort"
