@@ -30,6 +30,7 @@ MAX_HEADERS = 40
 HEADER_TIMEOUT_S = 2.0
 BODY_TIMEOUT_S = 2.0
 MAX_CONNECTIONS = 48
+DRAIN_S = 5.0  # protocol.DRAIN: how long a body answered early may take to arrive
 MARGIN_S = 3.0  # a loaded machine's slack on top of a deadline: only so a hang fails
 
 TOML = f"""
@@ -51,6 +52,20 @@ def mock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mock]:
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory, mock: Mock) -> Iterator[Running]:
     with aiorch_service(tmp_path_factory.mktemp("slow"), mock, toml=TOML, name="slow") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory: pytest.TempPathFactory, mock: Mock) -> Iterator[Running]:
+    """The same limits with an API key: a request without it is answered 401 before its body
+    is read, as a rate-limited one is answered 429."""
+    with aiorch_service(
+        tmp_path_factory.mktemp("slow-keyed"),
+        mock,
+        toml=TOML,
+        name="slow-keyed",
+        AIORCH_API_KEYS="sk-slow-clients-5e1a",
+    ) as running:
         yield running
 
 
@@ -303,6 +318,57 @@ def test_a_slow_body_is_answered_408_and_closed_at_the_body_deadline(service: Ru
         assert closed < BODY_TIMEOUT_S + MARGIN_S
     finally:
         sock.close()
+
+
+# ---------------------------------------------------------------- answers before the body
+
+
+def _early(path: str, body: bytes) -> bytes:
+    """A POST head for `path` with `body`'s length, the body not sent yet."""
+    lines = ("Content-Type: application/json", f"Content-Length: {len(body)}")
+    return head(path, *lines, method="POST")
+
+
+def test_an_answer_before_the_body_keeps_the_connection_for_the_next_request(
+    keyed: Running,
+) -> None:
+    # A request refused before its body is read (401 here, 429 when rate limited) is answered
+    # before the body has arrived. The body then arrives, is dropped, and the connection serves
+    # the next request: the answer said nothing of closing (issue 21's failed run).
+    body = b'{"query": "' + b"x" * 4000 + b'"}'
+    with connect(keyed) as sock:
+        sock.sendall(_early("/api/ai/query", body))
+        status, _, closed = read_response(sock, check_closed=False)
+        assert (status, closed) == (401, False)
+        sock.sendall(body)
+        sock.sendall(head("/healthz"))
+        status, _, _ = read_response(sock, check_closed=False)
+        assert status == 200
+
+
+def test_a_body_trickled_after_an_early_answer_is_closed_at_the_drain_deadline(
+    keyed: Running,
+) -> None:
+    body = b'{"query": "' + b"x" * 4000 + b'"}'
+    with connect(keyed) as sock:
+        sock.sendall(_early("/api/ai/query", body))
+        assert read_response(sock, check_closed=False)[0] == 401
+        closed = _trickle_until_closed([sock], b"x" * 8, DRAIN_S + MARGIN_S, 0.2)
+    print(f"a body trickled after an early answer closed after {_spread(closed)}")
+    assert closed[0] is not None
+
+
+def test_a_refused_body_is_answered_then_the_connection_closes(service: Running) -> None:
+    # 413 before the body: the client reads the answer whole (no reset), then the end.
+    body = b"x" * (2 * 1024 * 1024)
+    with connect(service) as sock:
+        sock.sendall(_early("/api/ai/query", body))
+        status, payload, _ = read_response(sock, check_closed=False)
+        assert status == 413
+        assert payload is not None
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(body[:65536])
+        assert _closed(sock, DRAIN_S + MARGIN_S)
 
 
 def _trickle_until_closed(

@@ -32,6 +32,7 @@ from aiorch.errors import (
 from aiorch.monitoring.prometheus_metrics import Metrics
 from aiorch.ratelimit import AuthFailureLimiter, RateLimiter
 from aiorch.server import sse
+from aiorch.server.protocol import BODY_REFUSED
 from aiorch.server.responses import error_response
 from aiorch.timing import Timeline
 
@@ -133,15 +134,16 @@ class GatewayMiddleware:
             await send(message)
 
         try:
+            refused = _check_length(headers, self.settings.max_body_bytes)
+            if refused is not None:
+                scope[BODY_REFUSED] = True
             error = (
-                _check_length(headers, self.settings.max_body_bytes)
-                or await self._authenticate(scope, headers)
-                or await self._rate_limit(scope)
+                refused or await self._authenticate(scope, headers) or await self._rate_limit(scope)
             )
             if error is not None:
                 await error_response(error)(scope, receive, send_with_id)
                 return
-            await self.app(scope, self._limited(receive), send_with_id)
+            await self.app(scope, self._limited(scope, receive), send_with_id)
         except asyncio.CancelledError:
             # Only the server cancels a request: its graceful-shutdown deadline ran out. Say so
             # (uvicorn would send a bare "Internal Server Error"), and let the task end.
@@ -237,9 +239,10 @@ class GatewayMiddleware:
             retry_after=seconds,
         )
 
-    def _limited(self, receive: Receive) -> Receive:
+    def _limited(self, scope: Scope, receive: Receive) -> Receive:
         """Count body bytes as they arrive (a chunked body has no Content-Length to check), and
-        bound the time the whole body may take to arrive."""
+        bound the time the whole body may take to arrive. A refused body marks the scope: the
+        connection ends after the answer (server/protocol.py)."""
         limit = self.settings.max_body_bytes
         timeout = self.settings.body_timeout_seconds
         seen = 0
@@ -256,10 +259,12 @@ class GatewayMiddleware:
                 async with asyncio.timeout_at(deadline):
                     message = await receive()
             except TimeoutError:
+                scope[BODY_REFUSED] = True
                 raise BodyTimeout(f"the request body did not arrive within {timeout:g} s") from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
+                    scope[BODY_REFUSED] = True
                     raise PayloadTooLarge(f"body is over the {limit}-byte limit")
                 complete = not message.get("more_body", False)
             return message

@@ -15,11 +15,17 @@ for ever. So, per connection:
   answered 408);
 - at most `max_connections` connections at once per worker; the next is answered 503 and closed,
   with a warning in the log when the limit is first reached and every few seconds while it holds;
-- a response sent before the request's body was read whole (a body deadline, a body too large)
-  ends the connection: our side is shut at once (the client sees the response, then the end),
-  what the client still sends is read and dropped for at most `LINGER` seconds, then it is
-  closed, so a client cannot keep the connection by trickling the rest of the body. (Closing at
-  once could reset the connection before the client read the response.)
+- a response sent before the request's body was read whole:
+  - one that refuses the body (a body deadline, a body too large: the app marks the scope with
+    `BODY_REFUSED`) ends the connection: our side is shut at once (the client sees the
+    response, then the end), what the client still sends is read and dropped for at most
+    `LINGER` seconds, then it is closed, so a client cannot keep the connection by trickling
+    the rest of the body. (Closing at once could reset the connection before the client read
+    the response.)
+  - any other (a 401 or a 429 answered before the body arrived) keeps the connection, as its
+    response promised: the rest of the body is dropped as it arrives, and the next request on
+    the connection is served. The rest must arrive within `DRAIN` seconds, or the connection is
+    ended as above.
 
 Why a subclass of uvicorn's httptools protocol rather than h11 (which has a head size limit,
 `h11_max_incomplete_event_size`): h11 parses in Python and costs more CPU per request; the
@@ -51,6 +57,9 @@ log = logging.getLogger(__name__)
 
 LOG_EVERY = 10.0  # seconds between warnings while the connection limit holds
 LINGER = 2.0  # seconds to drop a refused body's remaining bytes before closing
+DRAIN = 5.0  # seconds the rest of a body answered early (not refused) may take to arrive
+# Scope key set by the app when its response refuses the request's body (408, 413).
+BODY_REFUSED = "aiorch.body_refused"
 _encode = msgspec.json.Encoder().encode
 
 
@@ -129,6 +138,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._refusal: RequestError | None = None
         self._lingering = False
+        self._drain_timer: asyncio.TimerHandle | None = None
 
     # Connection
 
@@ -143,6 +153,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
+        self._cancel_drain_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -221,18 +232,31 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._in_body = False
+        self._cancel_drain_timer()
         self._in_head, self._room = True, self.limits.max_header_bytes
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
         if self._in_body and not self.transport.is_closing():
-            # Answered before the body was read whole (its deadline passed, it was too large):
-            # parsing the rest would only let a trickling client keep the connection.
-            self._lingering = True
-            if self.transport.can_write_eof():
-                self.transport.write_eof()
-            self.loop.call_later(LINGER, self.transport.close)
+            # Answered before the body was read whole.
+            if self.scope.get(BODY_REFUSED):  # its deadline passed, it was too large
+                self._end_connection()
+            else:  # uvicorn drops the rest as it arrives; it has DRAIN seconds to
+                self._drain_timer = self.loop.call_later(DRAIN, self._drain_timed_out)
         super().on_response_complete()
+
+    def _drain_timed_out(self) -> None:
+        self._drain_timer = None
+        if self._in_body and not self.transport.is_closing():
+            self._end_connection()
+
+    def _end_connection(self) -> None:
+        """Shut our side, drop what the client still sends for LINGER seconds, then close:
+        parsing the rest would only let a trickling client keep the connection."""
+        self._lingering = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER, self.transport.close)
 
     # Refusals
 
@@ -240,6 +264,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+
+    def _cancel_drain_timer(self) -> None:
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
@@ -278,4 +307,4 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-__all__ = ["ConnectionLimits", "LimitedHttpToolsProtocol", "ServerConfig"]
+__all__ = ["BODY_REFUSED", "ConnectionLimits", "LimitedHttpToolsProtocol", "ServerConfig"]
