@@ -18,6 +18,9 @@ DIRECT: Shape = (
 )
 MISS: Shape = (f'{{"query":"{QUERY} (request ', ')"}')
 HIT: Shape = (f'{{"query":"{QUERY} (cached)', '"}')
+# The same miss with its query type given: the request path without classification, so that
+# builds whose routers differ can be compared on everything else.
+TYPED_MISS: Shape = (f'{{"query":"{QUERY} (request ', ')","query_type":"code"}')
 # /v1 names the service and asks for temperature 0, so that the answer is cacheable (the cache on
 # /v1 serves deterministic requests only): a miss looks the cache up and stores the answer, as a
 # miss on /api/ai/query does.

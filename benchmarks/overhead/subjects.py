@@ -4,7 +4,9 @@
 - `forwarder /v1`, `forwarder /api`: the bare forwarder (`forwarder.py`) with the same request
   as the upstream row, and with the `/api/ai/query` body;
 - `<build> /v1 miss|hit`, `<build> /api miss|hit`: each aiorch build under test (several builds
-  can be measured in one run, each from its own venv).
+  can be measured in one run, each from its own venv);
+- `<build> /api typed miss`: the `/api` miss with `query_type` given, so not classified: the rest
+  of the request path, comparable between builds whose routers differ (closed loop only).
 
 Every aiorch row is compared with the forwarder row of its endpoint (CPU per request) and with the
 upstream row of its scenario (added latency).
@@ -29,6 +31,7 @@ from benchmarks.overhead.shapes import (
     HIT,
     MISS,
     QWEN_MODEL,
+    TYPED_MISS,
     UPSTREAM_KEY,
     UPSTREAM_PATH,
 )
@@ -52,6 +55,7 @@ class Subject:
     shape: Shape
     hit: bool = False
     build: str | None = None  # the aiorch build's name
+    typed: bool = False  # the query type given: no classification
 
     @property
     def unique(self) -> bool:
@@ -108,12 +112,25 @@ def closed_loop(mock: Proc, forwarder: Proc, builds: dict[str, Proc]) -> list[Su
                         build=name,
                     )
                 )
+        rows.append(
+            Subject(
+                f"{name} /api typed miss",
+                "aiorch",
+                "/api",
+                proc,
+                AIORCH_PATH,
+                AIORCH_HEADERS,
+                TYPED_MISS,
+                build=name,
+                typed=True,
+            )
+        )
     return rows
 
 
 def misses(subjects: list[Subject]) -> list[Subject]:
-    """The rows of the open-loop and fixed-delay phases: no cache hits."""
-    return [s for s in subjects if not s.hit]
+    """The rows of the open-loop and fixed-delay phases: no cache hits, nothing typed."""
+    return [s for s in subjects if not (s.hit or s.typed)]
 
 
 def streamed(subjects: list[Subject]) -> list[Subject]:
