@@ -1,6 +1,6 @@
 """Score router candidates on a labelled file: per class, per language, overall, and cost.
 
-    python scripts/compare_routers.py                    # holdout-f, the blind one
+    python scripts/compare_routers.py                    # holdout-g, the blind one
     python scripts/compare_routers.py --data tests/unit/data/holdout_b.jsonl
     python scripts/compare_routers.py --markdown         # the tables in docs/routing.md
 
@@ -25,7 +25,7 @@ from aiorch.classifier import DEFAULT_ROUTER, Router
 from aiorch.types import QueryType
 
 ROOT = Path(__file__).resolve().parents[1]
-HOLDOUT = ROOT / "tests" / "unit" / "data" / "holdout_f.jsonl"
+HOLDOUT = ROOT / "tests" / "unit" / "data" / "holdout_g.jsonl"
 CLASSES = tuple(QueryType)
 
 

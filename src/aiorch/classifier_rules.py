@@ -127,7 +127,8 @@ _REQ_ART = (
 )
 _CODE_ART = (
     r"(?:code(?![- ]?(?:coverage|review|style|smells?|quality|base))|implementation|backend"
-    r"|frontend|prototype|код(?![- ]?ревью)|кода|реализаци\w*|бэкенд\w*|фронтенд\w*|прототип\w*)"
+    r"|frontend|prototype|endpoints|код(?![- ]?ревью)|кода|реализаци\w*|бэкенд\w*|фронтенд\w*"
+    r"|прототип\w*|эндпоинт\w*)"
 )
 _TEST_ART = (
     r"(?:(?:unit |e2e |integration |end-to-end )?tests?|test suite|test plan|qa plan"
@@ -191,7 +192,10 @@ KEYWORD_FEATURES: tuple[Feature, ...] = (
         r"|не компилируется|не запускается|не видит|не находит)"
         r"|\bчто не так с (?:моим|моей|этим|этой|моими|этими)\b"),
     _kw("code_word", _CODE, 2.0,
-        r"\b(?:code|function|method|class|variable|loop|array|regexp?|regular expression|sql"
+        # A promo code or a code of conduct is not software.
+        r"(?<!promo )(?<!discount )(?<!coupon )(?<!gift )(?<!voucher )(?<!qr )(?<!zip )"
+        r"(?<!postal )(?<!dress )(?<!area )\bcode\b(?! of conduct)"
+        r"|\b(?:function|method|class|variable|loop|array|regexp?|regular expression|sql"
         r"|script|one-?liner|compiler?|syntax|endpoint)\b",
         r"\b(?:код\w{0,2}|функци\w*|метод\w*|класс\w*|переменн\w*|цикл\w*|массив\w*|регуляр\w*"
         r"|скрипт\w*|синтаксис\w*|эндпоинт\w*)\b"),
@@ -259,7 +263,7 @@ KEYWORD_FEATURES: tuple[Feature, ...] = (
     _kw("test_listed", _TEST, 2.0, _listed(_TEST_ART, _REQ_ART, _CODE_ART), ask=True),
     _kw("test_word", _TEST, 3.0,
         # An A/B test is an experiment on users, not a check of the software.
-        r"(?<!a/b )(?<!a/b-)\btest(?:s|ing|ed|able)?\b|(?<!a/b-)\bтест\w*|\bпротестир\w*|\bqa\b"
+        r"(?<!a/b )(?<!a/b-)\btest(?:s|ing|ed)?\b|(?<!a/b-)\bтест\w*|\bпротестир\w*|\bqa\b"
         r"|quality assurance"
         r"|\bbug reports?\b|\bбаг-?репорт\w*"),
     _kw("test_tool", _TEST, 4.0,

@@ -1,15 +1,16 @@
 """The router on queries it was not trained on: the frozen holdouts of issue 20.
 
-Six holdout files, each written in one sitting and committed before any router was scored on
+Seven holdout files, each written in one sitting and committed before any router was scored on
 it (docs/routing.md tells the order). Holdouts a, b and c (`holdout_frozen.jsonl`,
 `holdout_b.jsonl`, `holdout_c.jsonl`) were each scored once blind in round one, holdout-d
-(`holdout_d.jsonl`) in round two, holdout-e in round three; all five are training data since (a
-to c since round two, d since round three, e since round four), so their floors below are
-regression checks of the fit, not measures of generalisation. `holdout_f.jsonl` is the blind one
-of round four: the training script never trains on it. Run with `-rA` or `-s` for the tables.
+(`holdout_d.jsonl`) in round two, holdout-e in round three, holdout-f in round four; all six are
+training data since (a to c since round two, d since round three, e since round four, f since
+round five), so their floors below are regression checks of the fit, not measures of
+generalisation. `holdout_g.jsonl` is the blind one of round five: the training script never
+trains on it. Run with `-rA` or `-s` for the tables.
 
 The issue's target (95 % overall, 90 % in every class) is asserted on the blind file only. It is
-not met (0.925 overall; testing 0.88, unknown 0.83): that test is a strict xfail, so it fails the
+not met (0.917 overall; testing 0.88, unknown 0.78): that test is a strict xfail, so it fails the
 day it starts passing and the mark must go.
 """
 
@@ -53,10 +54,10 @@ FROZEN = {
     "holdout_g.jsonl": "5802c45e74c5de3f02c814ade72d7206c626ec1965135c366a98e525ec31201a",
 }
 TARGET_OVERALL, TARGET_PER_CLASS = 0.95, 0.90  # issue 20
-# The one no training or tuning has read: round four's blind holdout, written by someone else
-# from the label guidelines alone while round four was under way. The training script skips
-# it and drops any training query whose text it has.
-BLIND = "holdout_f.jsonl"
+# The one no training or tuning has read: round five's blind holdout, written by someone else
+# from the label guidelines alone and committed before round five trained anything. The
+# training script skips it and drops any training query whose text it has.
+BLIND = "holdout_g.jsonl"
 # What the shipped router holds on files it is trained on, less a query or two of slack for a
 # retrain: they check the fit, not generalisation (holdouts a-c since round two, d since three).
 FLOORS = {
@@ -65,8 +66,9 @@ FLOORS = {
     "holdout_c.jsonl": (0.97, 0.90),
     "holdout_d.jsonl": (0.97, 0.90),
     "holdout_e.jsonl": (0.97, 0.80),  # blind in round three (0.918); training since round four
-    # Blind, scored once: 0.925, weakest class unknown 0.83 (15/18). A floor, not the target.
-    "holdout_f.jsonl": (0.91, 0.80),
+    "holdout_f.jsonl": (0.97, 0.85),  # blind in round four (0.925); training since round five
+    # Blind, scored once: 0.917, weakest class unknown 0.78 (14/18). A floor, not the target.
+    "holdout_g.jsonl": (0.90, 0.75),
 }
 
 
@@ -134,16 +136,17 @@ def _trainer() -> ModuleType:
 
 def test_the_trainer_keeps_out_only_the_blind_holdout() -> None:
     trainer = _trainer()
-    assert trainer.BLIND == (BLIND, "holdout_g.jsonl")
+    assert trainer.BLIND == (BLIND,)
     sources = {row.get("batch") or row.get("split") for row in trainer.training_rows()}
-    assert {"holdout-a", "holdout-b", "holdout-c", "holdout-d", "holdout-e", "train-k"} <= sources
+    kept = {"holdout-a", "holdout-b", "holdout-c", "holdout-d", "holdout-e", "holdout-f", "train-l"}
+    assert kept <= sources
 
 
 def test_no_holdout_query_is_in_the_training_data() -> None:
     """What the training script trains on: the labelled files minus any text the blind holdout
     also has (short or common queries such as "ok" or "go on" turn up in several files; the
     script drops them from training rather than the frozen file being edited)."""
-    held = {r.query.strip().casefold() for r in _blind_rows() + _rows("holdout_g.jsonl")}
+    held = {r.query.strip().casefold() for r in _blind_rows()}
     training = {row["query"].strip().casefold() for row in _trainer().training_rows()}
     assert len(training) > 1000
     assert not training & held
@@ -163,9 +166,9 @@ def test_holdout_does_not_regress(name: str) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 20 target not met on holdout-f (scored once, blind, 2026-12-05): 0.925 overall "
-    "(222/240) < 0.95; code 0.94, reasoning 0.97, requirements 0.92, testing 0.88 (37/42), "
-    "general 0.95, unknown 0.83 (15/18)",
+    reason="issue 20 target not met on holdout-g (scored once, blind, 2026-12-05): 0.917 overall "
+    "(220/240) < 0.95; code 0.92, reasoning 0.93, requirements 0.97, testing 0.88 (37/42), "
+    "general 0.95, unknown 0.78 (14/18)",
 )
 def test_blind_holdout_meets_the_issue_target() -> None:
     """Only the blind file counts: the others are training data, so meeting it there proves
