@@ -323,10 +323,23 @@ def test_a_slow_body_is_answered_408_and_closed_at_the_body_deadline(service: Ru
 # ---------------------------------------------------------------- answers before the body
 
 
+BODY = b'{"query": "' + b"x" * 4000 + b'"}'
+
+
 def _early(path: str, body: bytes) -> bytes:
     """A POST head for `path` with `body`'s length, the body not sent yet."""
     lines = ("Content-Type: application/json", f"Content-Length: {len(body)}")
     return head(path, *lines, method="POST")
+
+
+@contextlib.contextmanager
+def _answered_before_the_body(keyed: Running) -> Iterator[socket.socket]:
+    """A connection whose request (no API key, `BODY` not sent) was answered 401, still open."""
+    with connect(keyed) as sock:
+        sock.sendall(_early("/api/ai/query", BODY))
+        status, _, closed = read_response(sock, check_closed=False)
+        assert (status, closed) == (401, False)
+        yield sock
 
 
 def test_an_answer_before_the_body_keeps_the_connection_for_the_next_request(
@@ -335,12 +348,8 @@ def test_an_answer_before_the_body_keeps_the_connection_for_the_next_request(
     # A request refused before its body is read (401 here, 429 when rate limited) is answered
     # before the body has arrived. The body then arrives, is dropped, and the connection serves
     # the next request: the answer said nothing of closing (issue 21's failed run).
-    body = b'{"query": "' + b"x" * 4000 + b'"}'
-    with connect(keyed) as sock:
-        sock.sendall(_early("/api/ai/query", body))
-        status, _, closed = read_response(sock, check_closed=False)
-        assert (status, closed) == (401, False)
-        sock.sendall(body)
+    with _answered_before_the_body(keyed) as sock:
+        sock.sendall(BODY)
         sock.sendall(head("/healthz"))
         status, _, _ = read_response(sock, check_closed=False)
         assert status == 200
@@ -349,10 +358,7 @@ def test_an_answer_before_the_body_keeps_the_connection_for_the_next_request(
 def test_a_body_trickled_after_an_early_answer_is_closed_at_the_drain_deadline(
     keyed: Running,
 ) -> None:
-    body = b'{"query": "' + b"x" * 4000 + b'"}'
-    with connect(keyed) as sock:
-        sock.sendall(_early("/api/ai/query", body))
-        assert read_response(sock, check_closed=False)[0] == 401
+    with _answered_before_the_body(keyed) as sock:
         closed = _trickle_until_closed([sock], b"x" * 8, DRAIN_S + MARGIN_S, 0.2)
     print(f"a body trickled after an early answer closed after {_spread(closed)}")
     assert closed[0] is not None
