@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import NamedTuple
 
-from aiorch.gates import Gate, Prefixes, gate_for
+from aiorch.gates import Gate, GateIndex, Prefixes, gate_for
 from aiorch.types import QueryType
 
 __all__ = [
@@ -489,9 +489,12 @@ class Classifier:
     tail_chars: int = 1000
     # Prefix lengths the features' gates look up (see `aiorch.gates`); derived, not knobs.
     _keyword_prefixes: Prefixes = field(init=False, repr=False, compare=False)
+    _keyword_gates: GateIndex = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_keyword_prefixes", Prefixes(_lengths(self.keyword_features)))
+        gates = GateIndex([feature.gate for feature in self.keyword_features])
+        object.__setattr__(self, "_keyword_gates", gates)
         if min(self.min_score, self.margin, self.shape_cap, self.short_confident) < 0:
             raise ValueError("classifier thresholds must be non-negative")
         if self.head_chars < 1 or self.tail_chars < 0 or self.short_words < 0:
@@ -509,15 +512,11 @@ class Classifier:
         asked: set[QueryType] = set()
         fired: list[str] = []
         starts = self._keyword_prefixes.of(prose)
-        for feature in self.keyword_features:
-            gate = feature.gate
-            # No literal that every match contains is in the prose: the search would fail.
-            if (
-                gate is not None
-                and gate.starts.isdisjoint(starts)
-                and not (gate.more and gate.in_text(prose, starts))
-            ):
-                continue
+        features = self.keyword_features
+        # Only the features a literal of whose gate is in the prose: the others' searches would
+        # all fail.
+        for i in self._keyword_gates.candidates(prose, starts):
+            feature = features[i]
             if feature.pattern.search(prose):
                 scores[feature.query_type] += feature.weight
                 fired.append(feature.name)

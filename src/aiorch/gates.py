@@ -30,7 +30,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["PREFIX_CHARS", "Gate", "Prefixes", "gate_for", "word_starts"]
+__all__ = ["PREFIX_CHARS", "Gate", "GateIndex", "Prefixes", "gate_for", "word_starts"]
 
 # Word-start literals are cut to this many characters: enough to be selective, few enough that
 # the prefix set of a text stays small (at most this many entries per word).
@@ -68,14 +68,11 @@ class Gate:
     starts: frozenset[str]
     substrings: tuple[str, ...] = ()
     anchored: tuple[tuple[str, str], ...] = ()
-    # Whether `in_text` has anything to look for: saves the call in the classifier's loop.
-    more: bool = field(init=False, repr=False, compare=False)
     # Every literal as a plain substring (a word start is a substring too): a looser test that
     # needs no word-prefix set.
     loose: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "more", bool(self.substrings or self.anchored))
         texts = {*self.starts, *self.substrings, *(text for _, text in self.anchored)}
         object.__setattr__(self, "loose", tuple(sorted(texts)))
 
@@ -121,6 +118,52 @@ class Prefixes:
     def of(self, text: str) -> set[str]:
         upto, top = self._upto, self._top
         return {word[:n] for word in set(_WORDS.findall(text)) for n in upto[min(len(word), top)]}
+
+
+class GateIndex:
+    """The gates of many patterns, tested together: which patterns may match a text.
+
+    `candidates` gives exactly the patterns whose `Gate.may_match` is true (and every pattern
+    without a gate), in their order, but looks each literal up once for all the patterns that
+    share it instead of asking every gate in turn: the word starts by one set intersection, and a
+    substring with a non-ASCII character only when the text has one (an ASCII text cannot
+    contain it).
+    """
+
+    def __init__(self, gates: Sequence[Gate | None]) -> None:
+        self._always = frozenset(i for i, gate in enumerate(gates) if gate is None)
+        by_start: dict[str, list[int]] = {}
+        by_word: dict[str, list[tuple[int, str]]] = {}
+        by_substring: dict[str, list[int]] = {}
+        for i, gate in enumerate(gates):
+            if gate is None:
+                continue
+            for start in gate.starts:
+                by_start.setdefault(start, []).append(i)
+            for word, text in gate.anchored:
+                by_word.setdefault(word, []).append((i, text))
+            for text in gate.substrings:
+                by_substring.setdefault(text, []).append(i)
+        self._by_start = {start: tuple(ids) for start, ids in by_start.items()}
+        self._by_word = {word: tuple(pairs) for word, pairs in by_word.items()}
+        substrings = tuple((text, tuple(ids)) for text, ids in sorted(by_substring.items()))
+        self._substrings = substrings
+        self._ascii_substrings = tuple(item for item in substrings if item[0].isascii())
+
+    def candidates(self, text: str, starts: set[str] | frozenset[str]) -> list[int]:
+        """The indices, ascending, of the patterns that may match `text` (`starts`: from
+        `Prefixes.of(text)` with the gates' lengths)."""
+        found = set(self._always)
+        for start in self._by_start.keys() & starts:
+            found.update(self._by_start[start])
+        for word in self._by_word.keys() & starts:
+            for i, literal in self._by_word[word]:
+                if i not in found and literal in text:
+                    found.add(i)
+        for literal, ids in self._ascii_substrings if text.isascii() else self._substrings:
+            if literal in text:
+                found.update(ids)
+        return sorted(found)
 
 
 def word_starts(text: str, lengths: Iterable[int]) -> set[str]:

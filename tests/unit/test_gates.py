@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aiorch.classifier_rules import DEFAULT_CLASSIFIER, Feature, _prose
-from aiorch.gates import PREFIX_CHARS, gate_for, word_starts
+from aiorch.gates import PREFIX_CHARS, GateIndex, Prefixes, gate_for, word_starts
 
 DATA = Path(__file__).parent / "data" / "labelled_queries.jsonl"
 QUERIES = [json.loads(line)["query"] for line in DATA.read_text(encoding="utf-8").splitlines()]
@@ -63,6 +63,34 @@ def test_gates_never_skip_a_match_in_generated_text(pieces: list[str]) -> None:
     for feature, on_prose in FEATURES:
         _assert_sound(feature, prose if on_prose else text)
         _assert_sound(feature, raw)
+
+
+def _one_by_one(text: str, starts: set[str]) -> list[int]:
+    """What `GateIndex.candidates` must answer: each gate asked on its own."""
+    gates = [f.gate for f in DEFAULT_CLASSIFIER.keyword_features]
+    return [i for i, gate in enumerate(gates) if gate is None or gate.may_match(text, starts)]
+
+
+def _candidates_agree(text: str) -> None:
+    features = DEFAULT_CLASSIFIER.keyword_features
+    prefixes = Prefixes(n for f in features if f.gate is not None for n in f.gate.lengths)
+    index = GateIndex([f.gate for f in features])
+    for probe in (text, _texts(text)[0]):
+        starts = prefixes.of(probe)
+        assert index.candidates(probe, starts) == _one_by_one(probe, starts), probe[:80]
+
+
+def test_the_gate_index_picks_what_each_gate_would() -> None:
+    # Every labelled query of every data file, both languages: the classifier relies on it.
+    for path in sorted(DATA.parent.glob("*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            _candidates_agree(json.loads(line)["query"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(WORDS) | st.text(max_size=3), max_size=40))
+def test_the_gate_index_picks_what_each_gate_would_in_generated_text(pieces: list[str]) -> None:
+    _candidates_agree("".join(pieces))
 
 
 def test_most_features_have_a_gate() -> None:
