@@ -513,8 +513,8 @@ class Classifier:
         fired: list[str] = []
         starts = self._keyword_prefixes.of(prose)
         features = self.keyword_features
-        # Only the features a literal of whose gate is in the prose: the others' searches would
-        # all fail.
+        # Only the features whose gate finds one of its literals in the prose: the others'
+        # searches would all fail.
         for i in self._keyword_gates.candidates(prose, starts):
             feature = features[i]
             if feature.pattern.search(prose):

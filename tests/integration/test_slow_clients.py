@@ -362,6 +362,9 @@ def test_a_body_trickled_after_an_early_answer_is_closed_at_the_drain_deadline(
         closed = _trickle_until_closed([sock], b"x" * 8, DRAIN_S + MARGIN_S, 0.2)
     print(f"a body trickled after an early answer closed after {_spread(closed)}")
     assert closed[0] is not None
+    # Not at once (the connection was kept), and not before the drain deadline: a busy machine
+    # can only make the end later.
+    assert closed[0] >= DRAIN_S - 0.5
 
 
 def test_a_refused_body_is_answered_then_the_connection_closes(service: Running) -> None:
